@@ -1,0 +1,106 @@
+"""Adapters from a TransformerLens model to the one call the engine needs.
+
+``forward(tokens, attention_mask, keep, hooks) -> logits[batch, keep, vocab]``
+for left-padded ``tokens``. Hooks are attached for that forward only and only
+our own hooks are removed afterwards (TransformerLens #1636: ``reset_hooks``
+removes hooks the caller did not add).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator
+
+import torch
+
+__all__ = ["BridgeBackend", "HookedTransformerBackend", "backend_for", "own_hooks"]
+
+
+@contextlib.contextmanager
+def own_hooks(model: Any, hooks: list[tuple[str, Callable]]) -> Iterator[None]:
+    """Attach ``(hook_name, fn)`` forward hooks for one block; remove exactly those on exit.
+
+    Uses the model's own ``hooks()`` context (alias resolution, shape conversion
+    of attention hooks); TransformerLens 4 removes only the handles that context
+    added, so hooks the user attached are left alone (a test pins this).
+    """
+    if not hooks:
+        yield
+        return
+    with model.hooks(fwd_hooks=list(hooks)):
+        yield
+
+
+def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    # Left padding: real tokens get 0..n-1, pads get 0 (they are masked anyway).
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class BridgeBackend:
+    """A TransformerLens 4.x ``TransformerBridge``."""
+
+    kind = "bridge"
+
+    def __init__(self, bridge: Any):
+        self.model = bridge
+        self.cfg = bridge.cfg
+        self.vocab_size = int(bridge.cfg.d_vocab)
+        self.n_ctx = getattr(bridge.cfg, "n_ctx", None)
+        self.n_layers = int(bridge.cfg.n_layers)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.model.original_model.parameters())).device
+
+    def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None,
+                keep: int, hooks: list[tuple[str, Callable]]) -> torch.Tensor:
+        kwargs: dict[str, Any] = {}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+            kwargs["position_ids"] = _position_ids(attention_mask)
+        if keep < tokens.shape[1]:
+            kwargs["logits_to_keep"] = keep
+        with own_hooks(self.model, hooks):
+            logits = self.model(tokens, **kwargs)
+        return logits[:, logits.shape[1] - keep:]
+
+
+class HookedTransformerBackend:
+    """A TransformerLens 3.x ``HookedTransformer`` (accepted where it can be).
+
+    HookedTransformer derives left-padded positions from the attention mask
+    itself and always computes every position's logits.
+    """
+
+    kind = "hooked_transformer"
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.cfg = model.cfg
+        self.vocab_size = int(model.cfg.d_vocab_out)
+        self.n_ctx = getattr(model.cfg, "n_ctx", None)
+        self.n_layers = int(model.cfg.n_layers)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.model.parameters())).device
+
+    def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None,
+                keep: int, hooks: list[tuple[str, Callable]]) -> torch.Tensor:
+        kwargs: dict[str, Any] = {}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+        with own_hooks(self.model, hooks):
+            logits = self.model(tokens, **kwargs)
+        return logits[:, logits.shape[1] - keep:]
+
+
+def backend_for(model: Any) -> BridgeBackend | HookedTransformerBackend:
+    """Pick the adapter for a TransformerLens model object."""
+    names = {cls.__name__ for cls in type(model).__mro__}
+    if "TransformerBridge" in names:
+        return BridgeBackend(model)
+    if "HookedTransformer" in names:
+        return HookedTransformerBackend(model)
+    raise TypeError(f"model={type(model).__name__}: expected a TransformerLens TransformerBridge "
+                    "or HookedTransformer, or a Hugging Face causal LM")

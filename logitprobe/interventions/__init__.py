@@ -1,0 +1,1 @@
+"""Declarative interventions (work in progress: see issue 5)."""

