@@ -240,6 +240,7 @@ def _dequantized_copy(path: Path, spec: str) -> Path | None:
     if (target / "config.json").is_file():
         return target
     hf_model, tokenizer = _read_gguf(path, spec, _float32())
+    tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
@@ -247,8 +248,11 @@ def _dequantized_copy(path: Path, spec: str) -> Path | None:
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)  # atomic: a half-written copy is never used
     except OSError as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if (target / "config.json").is_file():  # another process won the race
+            return target
         log.warning("logitprobe: could not cache the dequantized GGUF in %s (%s)", target, exc)
-        shutil.rmtree(locals().get("tmp", ""), ignore_errors=True)
         return None
     return target
 

@@ -202,7 +202,9 @@ def _prompt_list(prompts: Any) -> list[str]:
             if not isinstance(p, str):
                 raise PromptError(f"prompt[{i}]={p!r}: every prompt must be a str")
         return list(prompts)
-    raise PromptError(f"prompt={prompts!r}: `prompt` must be a str or a non-empty list of str")
+    got = "an empty list" if isinstance(prompts, (list, tuple)) else type(prompts).__name__
+    raise PromptError(f"prompt={prompts!r}: `prompt` must be a str or a non-empty list of str, "
+                      f"not {got}")
 
 
 def _position(position: int, n: int, prompt: str) -> int:
