@@ -67,3 +67,18 @@ def test_bos_policy_is_hugging_face_by_default(smol, smol_hf):
     _, tok = smol_hf
     assert smol.encode("I like oat milk in my") == tok("I like oat milk in my").input_ids
     assert isinstance(smol.next_token("Hi"), NextToken)
+
+
+def test_prepend_bos_changes_the_rank_as_documented(smol_hf):
+    """docs/concepts.md: with its BOS, SmolLM2 no longer ranks ' coffee' first."""
+    import logitprobe
+
+    model, tok = smol_hf
+    with_bos = logitprobe.load("smollm2", device="cpu", prepend_bos=True)
+    ids = [tok.bos_token_id] + tok("I like oat milk in my").input_ids
+    assert with_bos.encode("I like oat milk in my") == ids
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0, -1]
+    coffee = tok(" coffee", add_special_tokens=False).input_ids[0]
+    expected_rank = int((ref > ref[coffee]).sum()) + 1
+    assert with_bos.next_token("I like oat milk in my").rank(" coffee") == expected_rank > 1

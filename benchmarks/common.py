@@ -1,0 +1,120 @@
+"""Benchmark plumbing: timing with repeats, subjects, results and the report.
+
+Every figure is a median over repeated runs with min and max; every comparison
+is a ratio of two figures measured in the same run (the machines are shared
+and noisy, absolute times vary).
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+
+
+@dataclass
+class Timing:
+    median: float
+    min: float
+    max: float
+    runs: int
+
+    @classmethod
+    def of(cls, samples: list[float]) -> "Timing":
+        return cls(statistics.median(samples), min(samples), max(samples), len(samples))
+
+
+def measure(fn: Callable[[], Any], *, repeats: int, warmup: int = 1,
+            setup: Callable[[], Any] | None = None) -> Timing:
+    """Median/min/max wall time of ``fn()`` over ``repeats`` runs (``setup`` untimed)."""
+    for _ in range(warmup):
+        if setup:
+            setup()
+        fn()
+    samples = []
+    for _ in range(repeats):
+        if setup:
+            setup()
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return Timing.of(samples)
+
+
+@dataclass
+class Result:
+    """One benchmark line: a figure, or a ratio of two figures measured together."""
+
+    group: str
+    name: str
+    value: float  # seconds for a timing, x for a ratio, a fraction, tokens/s, ...
+    unit: str
+    timing: Timing | None = None
+    target: str = ""  # e.g. ">= 4x"
+    ok: bool | None = None  # None: no target
+    note: str = ""
+
+
+@dataclass
+class Context:
+    smoke: bool
+    device: str
+    repeats: int
+    results: list[Result] = field(default_factory=list)
+    subjects: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, result: Result) -> Result:
+        self.results.append(result)
+        return result
+
+
+def ratio(group: str, name: str, slow: Timing, fast: Timing, *, at_least: float | None = None,
+          at_most: float | None = None, note: str = "") -> Result:
+    """``slow.median / fast.median`` with an optional target."""
+    value = slow.median / fast.median
+    target, ok = "", None
+    if at_least is not None:
+        target, ok = f">= {at_least:g}x", value >= at_least
+    if at_most is not None:
+        target, ok = f"<= {at_most:g}x", value <= at_most
+    return Result(group, name, value, "x", None, target, ok, note)
+
+
+def gflops_ceiling(device: str, *, smoke: bool) -> float:
+    """Achieved float32 matmul GFLOP/s on shapes like a batched GPT-2 MLP."""
+    n = 256 if smoke else 2048
+    a = torch.randn(n, 768, device=device)
+    b = torch.randn(768, 3072, device=device)
+    def run():
+        for _ in range(4):
+            torch.mm(a, b)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    t = measure(run, repeats=5, warmup=2)
+    return 4 * 2 * n * 768 * 3072 / t.median / 1e9
+
+
+def to_markdown(ctx: Context, meta: dict) -> str:
+    lines = [f"# logitprobe benchmarks ({'smoke' if ctx.smoke else 'full'})", ""]
+    lines += [f"- {k}: {v}" for k, v in meta.items()]
+    lines += ["", "| group | benchmark | value | median | min | max | target | ok | note |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in ctx.results:
+        t = r.timing
+        tm = (f"{t.median * 1e3:.1f} ms", f"{t.min * 1e3:.1f} ms", f"{t.max * 1e3:.1f} ms") if t else ("", "", "")
+        ok = "" if r.ok is None else ("yes" if r.ok else "**NO**")
+        lines.append(f"| {r.group} | {r.name} | {r.value:.4g} {r.unit} | {tm[0]} | {tm[1]} | {tm[2]} | "
+                     f"{r.target} | {ok} | {r.note} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(ctx: Context, meta: dict) -> dict:
+    return {"meta": meta, "results": [asdict(r) for r in ctx.results]}
