@@ -18,8 +18,10 @@ __version__ = "0.1.0"
 
 # public name -> defining module (pinned by tests/test_public_api.py)
 _EXPORTS: dict[str, str] = {
+    "Attribution": "logitprobe.lens_results",
     "Candidate": "logitprobe.results",
     "InvalidArgument": "logitprobe.errors",
+    "LensResult": "logitprobe.lens_results",
     "LogitProbeError": "logitprobe.errors",
     "ModelUnavailableError": "logitprobe.errors",
     "NextToken": "logitprobe.results",
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .engine import Stats
     from .errors import (InvalidArgument, LogitProbeError, ModelUnavailableError, PromptError,
                          TokenError)
+    from .lens_results import Attribution, LensResult
     from .loading import load
     from .probe import Probe
     from .results import Candidate, NextToken, Score, TokenScore, TopK

@@ -57,3 +57,12 @@ def smol_hf(smol_hf_dir):
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist each worker gets one thread: two workers with two threads each on a
+    # two-core machine oversubscribe it and run many times slower.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)

@@ -6,8 +6,10 @@ import sys
 import logitprobe
 
 EXPECTED = [
+    "Attribution",
     "Candidate",
     "InvalidArgument",
+    "LensResult",
     "LogitProbeError",
     "ModelUnavailableError",
     "NextToken",
