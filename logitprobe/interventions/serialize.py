@@ -1,0 +1,206 @@
+"""Specs as plain data: dict, JSON and YAML, losslessly and with errors that name the field.
+
+>>> spec = SetLogit(" coffee", to="max+10")
+>>> to_dict(spec)
+{'kind': 'set_logit', 'token': ' coffee', 'to': 'max+10'}
+>>> from_dict(to_dict(spec)) == spec
+True
+
+A YAML file holds a list of specs, or a mapping with one key, ``interventions``::
+
+    interventions:
+      - kind: set_logit
+        token: " coffee"
+        to: max+10
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import MISSING
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import InvalidArgument
+from .specs import SPEC_TYPES, Match, Spec, spec_fields
+
+__all__ = ["coerce", "dump", "from_dict", "from_json", "from_yaml", "load", "to_dict", "to_json",
+           "to_yaml"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Match):
+        return {"token": value.token}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_dict(spec: Spec) -> dict[str, Any]:
+    """``{"kind": ..., <fields that differ from their defaults>}``: JSON/YAML-ready."""
+    if not isinstance(spec, Spec):
+        raise InvalidArgument(f"spec={spec!r}: expected an intervention spec such as "
+                              "SetLogit(' coffee', to='max+10')")
+    out: dict[str, Any] = {"kind": spec.kind}
+    for f in spec_fields(type(spec)):
+        value = getattr(spec, f.name)
+        if f.default is not MISSING and value == f.default:
+            continue
+        out[f.name] = _plain(value)
+    return out
+
+
+def from_dict(data: Any, *, where: str | None = None) -> Spec:
+    """The spec a :func:`to_dict` mapping describes; every field is checked.
+
+    ``where`` prefixes error messages (e.g. ``"cases.yaml: interventions[2]"``).
+    """
+    at = f"{where}: " if where else ""
+    if isinstance(data, Spec):
+        return data
+    if not isinstance(data, Mapping):
+        raise InvalidArgument(f"{at}{_short(data)}: an intervention must be a mapping with a "
+                              f"'kind' ({', '.join(SPEC_TYPES)}) and its fields")
+    kind = data.get("kind")
+    if kind is None:
+        raise InvalidArgument(f"{at}{_short(dict(data))}: missing field 'kind'; one of "
+                              f"{', '.join(SPEC_TYPES)}")
+    cls = SPEC_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise InvalidArgument(f"{at}kind={kind!r}: unknown intervention kind"
+                              f"{_did_you_mean(kind, SPEC_TYPES)}; known: {', '.join(SPEC_TYPES)}")
+    known = {f.name: f for f in spec_fields(cls)}
+    for name in data:
+        if name != "kind" and name not in known:
+            raise InvalidArgument(f"{at}{kind}: unknown field {name!r}{_did_you_mean(name, known)};"
+                                  f" {kind} takes {', '.join(known)}")
+    missing = [n for n, f in known.items() if f.default is MISSING and n not in data]
+    if missing:
+        raise InvalidArgument(f"{at}{kind}: missing field {missing[0]!r}; {kind} needs "
+                              f"{', '.join(n for n, f in known.items() if f.default is MISSING)}")
+    kwargs = {k: v for k, v in data.items() if k != "kind"}
+    try:
+        return cls(**kwargs)
+    except InvalidArgument as exc:
+        if not where:
+            raise
+        raise type(exc)(f"{at}{exc}") from None
+
+
+def coerce(interventions: Any) -> tuple[Spec, ...]:
+    """Specs from None, a spec, a mapping, a path to a YAML/JSON file, or a list of those."""
+    if interventions is None:
+        return ()
+    if isinstance(interventions, Spec):
+        return (interventions,)
+    if isinstance(interventions, Mapping):
+        if set(interventions) == {"interventions"}:
+            return coerce(list(interventions["interventions"] or []))
+        return (from_dict(interventions, where="interventions"),)
+    if isinstance(interventions, (str, os.PathLike)):
+        path = Path(interventions)
+        if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+            raise InvalidArgument(f"interventions={str(interventions)!r}: a str must be the path "
+                                  "of a .yaml or .json file of specs; pass specs as objects, "
+                                  "e.g. [SetLogit(' coffee', to='max+10')]")
+        return tuple(load(path))
+    if isinstance(interventions, (list, tuple)):
+        out: list[Spec] = []
+        for i, item in enumerate(interventions):
+            if isinstance(item, (list, tuple)):
+                out.extend(coerce(item))
+            elif isinstance(item, Spec):
+                out.append(item)
+            else:
+                out.append(from_dict(item, where=f"interventions[{i}]"))
+        return tuple(out)
+    raise InvalidArgument(f"interventions={_short(interventions)}: expected a spec (e.g. "
+                          "SetLogit(' coffee', to='max+10')), a mapping, a list of them, or the "
+                          "path of a YAML file")
+
+
+# -- JSON / YAML -----------------------------------------------------------------------
+def _as_list(specs: Spec | Iterable[Spec]) -> list[Spec]:
+    return [specs] if isinstance(specs, Spec) else list(coerce(list(specs)))
+
+
+def to_json(specs: Spec | Iterable[Spec], *, indent: int | None = None) -> str:
+    """A JSON list of spec mappings (-inf is written as ``-Infinity``, as Python's json does)."""
+    return json.dumps([to_dict(s) for s in _as_list(specs)], indent=indent, ensure_ascii=False)
+
+
+def from_json(text: str, *, source: str = "<json>") -> list[Spec]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(f"{source}: not valid JSON: {exc}") from None
+    return _from_document(data, source)
+
+
+def to_yaml(specs: Spec | Iterable[Spec]) -> str:
+    import yaml
+
+    return yaml.safe_dump({"interventions": [to_dict(s) for s in _as_list(specs)]},
+                          sort_keys=False, allow_unicode=True)
+
+
+def from_yaml(text: str, *, source: str = "<yaml>") -> list[Spec]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidArgument(f"{source}: not valid YAML: {exc}") from None
+    return _from_document(data, source)
+
+
+def dump(specs: Spec | Iterable[Spec], path: str | os.PathLike | None = None) -> str:
+    """YAML text of ``specs`` (written to ``path`` too when given; ``.json`` writes JSON)."""
+    json_file = path is not None and Path(path).suffix.lower() == ".json"
+    text = to_json(specs, indent=2) + "\n" if json_file else to_yaml(specs)
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text
+
+
+def load(path: str | os.PathLike) -> list[Spec]:
+    """The specs of a YAML (or ``.json``) file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidArgument(f"interventions file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise InvalidArgument(f"interventions file {str(path)!r} cannot be read: {exc}") from None
+    if path.suffix.lower() == ".json":
+        return from_json(text, source=str(path))
+    return from_yaml(text, source=str(path))
+
+
+def _from_document(data: Any, source: str) -> list[Spec]:
+    if isinstance(data, Mapping):
+        extra = [k for k in data if k != "interventions"]
+        if extra:
+            raise InvalidArgument(f"{source}: unknown top-level field {extra[0]!r}"
+                                  f"{_did_you_mean(str(extra[0]), ['interventions'])}; the file "
+                                  "holds a list of specs or a mapping with one key, 'interventions'")
+        data = data.get("interventions")
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise InvalidArgument(f"{source}: expected a list of intervention specs, got "
+                              f"{type(data).__name__}")
+    return [from_dict(item, where=f"{source}: interventions[{i}]") for i, item in enumerate(data)]
+
+
+def _did_you_mean(word: Any, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _short(value: Any, width: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
