@@ -1,0 +1,204 @@
+"""The ``logitprobe`` subcommands: each takes parsed arguments and returns the text to print."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMMANDS", "CheckFailed"]
+
+
+class CheckFailed(Exception):
+    """A behavioural check failed; ``report`` is what to print (exit code 1)."""
+
+    def __init__(self, report: str):
+        super().__init__(report)
+        self.report = report
+
+
+def _load(args: argparse.Namespace) -> Any:
+    import logitprobe
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a CLI prints its own output only
+    bos = {"auto": None, "yes": True, "no": False}[args.prepend_bos]
+    return logitprobe.load(args.model, device=args.device, prepend_bos=bos)
+
+
+def _json(**data: Any) -> str:
+    return json.dumps(data, indent=2, default=_jsonable)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _warpers(args: argparse.Namespace) -> dict:
+    return {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+            "min_p": args.min_p}
+
+
+def _interventions(args: argparse.Namespace) -> Any:
+    path = getattr(args, "interventions", None)
+    if path is None:
+        return None
+    from logitprobe.interventions import load as load_specs
+
+    return load_specs(path)
+
+
+def top(args: argparse.Namespace) -> str:
+    probe = _load(args)
+    result = probe.next_token(args.prompt, interventions=_interventions(args)).top(args.k)
+    if args.json:
+        return _json(model=args.model, prompt=args.prompt, top=list(result))
+    return f"Top {result.k} next tokens after {args.prompt!r} ({args.model}):\n{result}"
+
+
+def rank(args: argparse.Namespace) -> str:
+    from logitprobe.results import format_table
+
+    probe = _load(args)
+    nt = probe.next_token(args.prompt, interventions=_interventions(args))
+    cands = [nt.candidate(t) for t in args.tokens]
+    if args.json:
+        return _json(model=args.model, prompt=args.prompt, tokens=cands)
+    lines = [f"After {args.prompt!r} ({args.model}, vocabulary of {nt.vocab_size}):"]
+    lines += [f"{c.token!r} ranks {c.rank} of {nt.vocab_size}: p={c.prob:.4g}, logit={c.logit:.3f}"
+              for c in cands]
+    rows = list(nt.top(10)) + [c for c in cands if c.rank > 10]  # asked-for tokens, even far down
+    lines.append(format_table(rows, marked=cands[0].id))
+    return "\n".join(lines)
+
+
+def score(args: argparse.Namespace) -> str:
+    probe = _load(args)
+    result = probe.score(args.prompt, args.continuation, interventions=_interventions(args))
+    if args.json:
+        return _json(model=args.model, prompt=args.prompt, continuation=args.continuation,
+                     logprob=result.logprob, is_greedy=result.is_greedy, tokens=result.tokens)
+    return str(result)
+
+
+def sample(args: argparse.Namespace) -> str:
+    probe = _load(args)
+    freq = probe.sample_frequencies(args.prompt, args.n, seed=args.seed,
+                                    interventions=_interventions(args), **_warpers(args))
+    if args.json:
+        return _json(model=args.model, prompt=args.prompt, n=args.n, seed=args.seed,
+                     counts=freq.most_common())
+    return str(freq)
+
+
+def generate(args: argparse.Namespace) -> str:
+    probe = _load(args)
+    kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, seed=args.seed,
+                  interventions=_interventions(args), **_warpers(args))
+    if not args.do_sample:
+        kwargs = {k: v for k, v in kwargs.items()
+                  if k not in ("temperature", "top_k", "top_p", "min_p") or v is not None}
+    from tqdm.auto import tqdm
+
+    # Token by token (the same tokens generate() returns), with a progress bar on a terminal.
+    chosen = [c for _, c in tqdm(probe.steps(args.prompt, **kwargs), total=args.max_new_tokens,
+                                 desc="generating", unit="tok", file=sys.stderr,
+                                 disable=not sys.stderr.isatty(), leave=False)]
+    text = "".join(c.token for c in chosen)
+    if args.json:
+        return _json(model=args.model, prompt=args.prompt, text=text, steps=chosen)
+    lines = [args.prompt + text, "", f"  {'step':>4} | {'token':<20} | {'prob':>8} | {'rank':>6}"]
+    lines += [f"  {i:>4} | {c.token!r:<20} | {c.prob:>8.4f} | {c.rank:>6}" for i, c in enumerate(chosen)]
+    return "\n".join(lines)
+
+
+def lens(args: argparse.Namespace) -> str:
+    probe = _load(args)
+    result = probe.lens(args.prompt, args.tokens, k=args.k)
+    if args.json:
+        return _json(model=args.model, prompt=args.prompt, layers=list(result.labels),
+                     ranks={t: result.rank(t) for t in args.tokens},
+                     probs={t: result.prob(t) for t in args.tokens})
+    return str(result)
+
+
+def compare(args: argparse.Namespace) -> str:
+    probe = _load(args)
+    result = probe.compare(args.prompt, _interventions(args), tokens=args.tokens, k=args.k)
+    if args.json:
+        return _json(model=args.model, prompt=args.prompt, kl=result.kl,
+                     argmax_changed=result.argmax_changed, changes=result.changes)
+    return str(result)
+
+
+def plot(args: argparse.Namespace) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from logitprobe import plot as lp_plot
+
+    probe = _load(args)
+    with lp_plot.style("dark" if args.dark else "light"):
+        if args.kind == "lens":
+            drawn = lp_plot.plot_lens(probe.lens(args.prompt, args.highlight or ()))
+        else:
+            nt = probe.next_token(args.prompt, interventions=_interventions(args))
+            highlight = args.highlight or None
+            drawn = {
+                "logits": lambda: lp_plot.plot_logits(nt, highlight=highlight),
+                "softmax": lambda: lp_plot.plot_softmax_panels(nt),
+                "log-softmax": lambda: lp_plot.plot_log_softmax_panels(nt),
+                "top-k": lambda: lp_plot.plot_top_k(nt, args.k, highlight=highlight),
+            }[args.kind]()
+        fig = getattr(drawn, "figure", None) or drawn.flat[0].figure
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    return _json(figure=str(out)) if args.json else f"wrote {out}"
+
+
+def run(args: argparse.Namespace) -> str:
+    import logitprobe
+    from logitprobe.behaviour import Suite, load_suite, run_suite
+
+    suites = [load_suite(f) for f in args.files]  # validate every file before loading a model
+    lines, records, failed = [], [], 0
+    for path, suite in zip(args.files, suites):
+        args.model = args.model or suite.model or "gpt2"
+        probe = _load(args)
+        active = [c for c in suite.cases if not c.skip]
+        outcome = dict(zip([id(c) for c in active],
+                           [exc for _, exc in run_suite(probe, Suite(suite.source, tuple(active)))]))
+        for case in suite.cases:
+            exc = outcome.get(id(case))
+            status = ("skipped" if case.skip else
+                      ("xfailed" if exc else "XPASS") if case.xfail else
+                      "failed" if exc else "passed")
+            failed += status in ("failed", "XPASS")
+            records.append({"file": str(path), "case": case.name, "status": status,
+                            "message": str(exc) if exc else None})
+            lines.append(f"{status.upper():>8}  {path}::{case.name}")
+            if status == "failed":
+                lines += ["          " + line for line in str(exc).splitlines()]
+    counts = {s: sum(r["status"] == s for r in records)
+              for s in ("passed", "failed", "skipped", "xfailed", "XPASS")}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("passed", "failed"))
+    report = _json(results=records, summary=counts) if args.json else "\n".join([*lines, summary])
+    if failed:
+        raise CheckFailed(report)
+    return report
+
+
+COMMANDS = {"top": top, "rank": rank, "score": score, "sample": sample, "generate": generate,
+            "lens": lens, "compare": compare, "plot": plot, "run": run}
