@@ -18,12 +18,20 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The main job on the embedded model: the top-10 table and the rank of " coffee", the tutorial
+# reproduced step by step (figures in out/tutorial), and the example behavioural suite.
 demo: install
 	$(VENV)/bin/logitprobe top "I like oat milk in my" -k 10 --model smollm2
 	$(VENV)/bin/logitprobe rank "I like oat milk in my" " coffee" --model smollm2
+	$(PY) examples/reproduce_tutorial.py --model smollm2 --out out/tutorial
+	$(PY) -m pytest examples/behaviour --logitprobe-model smollm2 -q -p no:cacheprovider
+	@echo "Tutorial figures: $(CURDIR)/out/tutorial"
 
 test: install
 	$(PY) -m pytest -n 2
+
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: install
 	$(PY) benchmarks/run.py
