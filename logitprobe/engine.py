@@ -61,6 +61,17 @@ class BatchLayout:
     def pad_left(self) -> tuple[int, ...]:
         return tuple(self.seq_len - n for n in self.lengths)
 
+    @property
+    def starts(self) -> tuple[int, ...]:
+        """Absolute position of column 0 in each row (negative: that column is padding).
+
+        Row i's token at absolute position p is column ``p - starts[i]`` of this
+        forward. On a KV-cache step ``lengths`` counts the cached tokens too and
+        ``seq_len`` is the number of new columns (usually 1), so the formula holds
+        for prompt passes and cached steps alike.
+        """
+        return tuple(n - self.seq_len for n in self.lengths)
+
 
 class Intervention(Protocol):
     """What the engine needs from an intervention: a cache key and hooks for a batch."""

@@ -1,9 +1,333 @@
-"""Sampling and generation (work in progress: see issue 4)."""
+"""Sampling and generation: seeded, KV-cached, and exactly the distributions they claim.
+
+- ``probe.sample(prompt, n=...)``: n next tokens drawn from the warped distribution
+  (one forward, however large ``n`` is).
+- ``probe.sample_frequencies(prompt, n=...)``: their counts, with confidence
+  intervals and a goodness-of-fit test (:mod:`logitprobe.sampling_stats`).
+- ``probe.generate(prompt, max_new_tokens=...)``: a :class:`Generation` per
+  sample; one prompt pass, then one cached forward per token (:mod:`.kvcache`);
+  ``n`` samples of one prompt are rows of one batch.
+- ``probe.steps(prompt, ...)``: the same loop, yielding ``(NextToken, Candidate)``.
+
+Seeds (see :mod:`logitprobe.rng`): step ``t`` of sample ``i`` of prompt ``p`` uses
+a random number that depends only on ``(seed, p, i, t)``. Hence
+``sample(p, n=10, seed=s)[:5] == sample(p, n=5, seed=s)``; sample ``i`` of
+``generate(p, n=k, seed=s, do_sample=True)`` is the same for every ``k > i``, for
+every list of prompts ``p`` is in and for every ``max_new_tokens`` (up to where it
+stops); and ``sample(p, n, seed=s)[i]`` is the first token of that sample. Torch's
+global RNG is never used; ``seed=None`` draws a fresh seed from the OS and records
+it in the result (``Generation.seed``, ``SampleFrequencies.seed``). The one caveat:
+batched and unbatched forwards can differ in the last float bits, which changes a
+draw only when its uniform falls within ~1e-6 of a boundary between two tokens'
+cumulative probabilities (and a greedy choice only at a near-exact tie).
+"""
 
 from __future__ import annotations
 
-__all__ = ["GenerationMixin"]
+import operator
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
+
+import torch
+
+from .errors import InvalidArgument
+from .generation_results import Generation, GenerationStep, SampleFrequencies
+from .kvcache import Decoder
+from .rng import check_seed, draw, fresh_seed, row_keys, stream_base, uniforms
+
+if TYPE_CHECKING:
+    from .results import Candidate, NextToken
+
+__all__ = ["Generation", "GenerationMixin", "GenerationStep"]
+
+
+def _positive_int(value: Any, name: str, example: str) -> int:
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{name}={value!r}: `{name}` must be a positive int ({example})")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise InvalidArgument(f"{name}={value!r}: `{name}` must be a positive int "
+                              f"({example})") from None
+    if value < 1:
+        raise InvalidArgument(f"{name}={value!r}: `{name}` must be a positive int ({example})")
+    return value
+
+
+def _stops(stop: Any) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    items = [stop] if isinstance(stop, str) else stop
+    if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) and s for s in items):
+        raise InvalidArgument(f"stop={stop!r}: `stop` must be a non-empty str or a list of them "
+                              "(e.g. stop='\\n')")
+    return tuple(items)
+
+
+def _short(text: str, width: int = 40) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= width else shown[: width - 1] + "…"
+
+
+class _Step(NamedTuple):
+    t: int  # 0-based step
+    logits: torch.Tensor  # (rows, vocab) float32: the distribution the choice came from
+    ids: list[int]  # chosen token per row
+    logprobs: list[float]  # unwarped
+    ranks: list[int]  # unwarped, 1-based
+    warped: list[float]
+    active: list[bool]  # rows still generating at this step
 
 
 class GenerationMixin:
-    """Probe methods for sampling and generation."""
+    """Probe methods for sampling and generation (mixed into :class:`logitprobe.Probe`)."""
+
+    # -- arguments ---------------------------------------------------------------------
+    def _warpers(self, do_sample: bool, temperature: Any, top_k: Any, top_p: Any,
+                 min_p: Any) -> Any:
+        from .warpers import build_warpers
+
+        if not isinstance(do_sample, bool):
+            raise InvalidArgument(f"do_sample={do_sample!r}: `do_sample` must be True or False")
+        if not do_sample:
+            given = {k: v for k, v in dict(temperature=temperature, top_k=top_k, top_p=top_p,
+                                           min_p=min_p).items()
+                     if v is not None and not (k == "temperature" and v == 1.0)}
+            if given:
+                name, value = next(iter(given.items()))
+                raise InvalidArgument(f"{name}={value!r}: warpers only apply when sampling; "
+                                      "pass do_sample=True, or drop it for greedy decoding")
+        return build_warpers(temperature=1.0 if temperature is None else temperature,
+                             top_k=top_k, top_p=top_p, min_p=min_p, do_sample=do_sample)
+
+    def _encode_for_generation(self, prompts: list[str], max_new_tokens: Any) -> list[list[int]]:
+        max_new_tokens = _positive_int(max_new_tokens, "max_new_tokens", "e.g. max_new_tokens=20")
+        seqs = [self.vocab.encode(p) for p in prompts]
+        n_ctx = self.n_ctx
+        if n_ctx is not None:
+            longest = max(range(len(seqs)), key=lambda i: len(seqs[i]))
+            room = n_ctx - len(seqs[longest])
+            if room < 1:
+                raise InvalidArgument(
+                    f"max_new_tokens={max_new_tokens!r}: the prompt {_short(prompts[longest])} "
+                    f"has {len(seqs[longest])} tokens and already fills the model's context of "
+                    f"{n_ctx}; shorten it to leave room for new tokens")
+            if max_new_tokens > room:
+                raise InvalidArgument(
+                    f"max_new_tokens={max_new_tokens!r}: the prompt {_short(prompts[longest])} has "
+                    f"{len(seqs[longest])} tokens and the model's context is {n_ctx}, so at most "
+                    f"{room} new tokens fit (try max_new_tokens={max(room, 1)})")
+        return seqs
+
+    def _eos_ids(self) -> set[int]:
+        ids = set()
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        if eos is not None:
+            ids.add(int(eos))
+        config = getattr(getattr(self.model, "original_model", None), "generation_config", None)
+        extra = getattr(config, "eos_token_id", None)
+        if extra is not None:
+            ids.update(int(e) for e in ([extra] if isinstance(extra, int) else extra))
+        return ids
+
+    # -- the loop ----------------------------------------------------------------------
+    def _decode(self, prompts: list[str], seqs: list[list[int]], *, n: int,
+                max_new_tokens: int, warpers: Any, do_sample: bool, seed: int,
+                stop: tuple[str, ...], stop_at_eos: bool, intervention: Any) -> Iterator[_Step]:
+        """Generate for ``len(seqs) * n`` rows (prompt-major); yield every step."""
+        from .warpers import probabilities
+
+        decoder = Decoder(self.backend, pad_id=self.engine.pad_id, intervention=intervention,
+                          stats=self.engine.stats)
+        logits = decoder.prefill(seqs, repeats=n)  # (rows, vocab)
+        rows = logits.shape[0]
+        keys = None
+        if do_sample:  # prompt-major rows: prompt j's samples 0..n-1
+            keys = torch.cat([row_keys(stream_base(seed, p), torch.arange(n)) for p in prompts])
+        eos = self._eos_ids() if stop_at_eos else set()
+        active = [True] * rows
+        generated: list[list[int]] = [[] for _ in range(rows)]
+        for t in range(max_new_tokens):
+            if do_sample:
+                probs = probabilities(logits, warpers)
+                chosen = draw(probs, uniforms(keys, t).to(probs.device))
+                warped = probs.gather(1, chosen[:, None]).squeeze(1).float().tolist()
+            else:
+                chosen = logits.argmax(-1)  # lowest id among exact ties, as HF
+                warped = [1.0] * rows
+            picked = logits.gather(1, chosen[:, None])  # (rows, 1)
+            logprobs = (picked.squeeze(1) - logits.logsumexp(-1)).tolist()
+            ranks = ((logits > picked).sum(-1) + 1).tolist()
+            ids = chosen.tolist()
+            yield _Step(t, logits, ids, logprobs, ranks, warped, list(active))
+            for r in range(rows):
+                if not active[r]:
+                    continue
+                generated[r].append(ids[r])
+                if ids[r] in eos or (stop and self._hit_stop(generated[r], stop) is not None):
+                    active[r] = False
+            if t == max_new_tokens - 1 or not any(active):
+                break
+            feed = torch.tensor([i if a else self.engine.pad_id for i, a in zip(ids, active)])
+            logits = decoder.step(feed)
+        check = getattr(intervention, "check_fired", None)
+        if callable(check):
+            check()
+
+    def _hit_stop(self, ids: list[int], stop: tuple[str, ...]) -> str | None:
+        text = self.vocab.decode(ids)
+        return next((s for s in stop if s in text), None)
+
+    # -- public ------------------------------------------------------------------------
+    def generate(self, prompt: str | Sequence[str], *, max_new_tokens: int = 20,
+                 do_sample: bool = False, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None,
+                 min_p: float | None = None, n: int = 1, seed: int | None = None,
+                 stop: str | Sequence[str] | None = None, stop_at_eos: bool = True,
+                 interventions: Any = None) -> Generation | list[Generation]:
+        """Continue ``prompt`` token by token with a KV cache; greedy unless ``do_sample``.
+
+        One str prompt and ``n=1`` give a :class:`Generation`; otherwise a list,
+        prompt-major (prompt 0's n samples, then prompt 1's, ...). Greedy decoding
+        matches Hugging Face ``generate(do_sample=False)`` token for token.
+
+        >>> probe.generate("The capital of France is", max_new_tokens=3).text  # doctest: +SKIP
+        ' Paris.\\n'
+        """
+        from .probe import _prompt_list
+
+        warpers = self._warpers(do_sample, temperature, top_k, top_p, min_p)
+        single = isinstance(prompt, str)
+        prompts = [prompt] if single else _prompt_list(prompt)
+        n = _positive_int(n, "n", "the number of samples per prompt, e.g. n=8")
+        stops = _stops(stop)
+        seed = fresh_seed() if seed is None else check_seed(seed)
+        if not isinstance(stop_at_eos, bool):
+            raise InvalidArgument(f"stop_at_eos={stop_at_eos!r}: must be True or False")
+        seqs = self._encode_for_generation(prompts, max_new_tokens)
+        intervention = self._compile_interventions(interventions)
+        rows = len(prompts) * n
+        ids: list[list[int]] = [[] for _ in range(rows)]
+        steps: list[list[GenerationStep]] = [[] for _ in range(rows)]
+        for step in self._decode(prompts, seqs, n=n, max_new_tokens=max_new_tokens, warpers=warpers,
+                                 do_sample=do_sample, seed=seed, stop=stops,
+                                 stop_at_eos=stop_at_eos, intervention=intervention):
+            for r in range(rows):
+                if step.active[r]:
+                    tid = step.ids[r]
+                    ids[r].append(tid)
+                    steps[r].append(GenerationStep(
+                        token=self.vocab.decode_one(tid), id=tid, logprob=step.logprobs[r],
+                        rank=step.ranks[r], warped_prob=step.warped[r]))
+        eos = self._eos_ids() if stop_at_eos else set()
+        out = []
+        for r in range(rows):
+            hit = self._hit_stop(ids[r], stops) if stops else None
+            reason = "stop" if hit else "eos" if ids[r] and ids[r][-1] in eos else "length"
+            out.append(Generation(prompt=prompts[r // n], text=self.vocab.decode(ids[r]),
+                                  token_ids=tuple(ids[r]), steps=tuple(steps[r]),
+                                  stop_reason=reason, stop_string=hit,
+                                  seed=seed if do_sample else None, index=r % n))
+        return out[0] if single and n == 1 else out
+
+    def steps(self, prompt: str, *, max_new_tokens: int = 20, do_sample: bool = False,
+              temperature: float | None = None, top_k: int | None = None,
+              top_p: float | None = None, min_p: float | None = None, seed: int | None = None,
+              stop: str | Sequence[str] | None = None, stop_at_eos: bool = True,
+              interventions: Any = None) -> Iterator[tuple["NextToken", "Candidate"]]:
+        """Generate like :meth:`generate`, yielding each step's ``(NextToken, chosen)``.
+
+        The ``NextToken`` is the model's (unwarped) distribution after the text so
+        far; ``chosen`` is the token picked from it (as a ``Candidate``: rank and
+        probability under that distribution). Uses the same KV cache and seeds as
+        ``generate``: the chosen tokens are ``generate(...)``'s tokens.
+
+        >>> steps = probe.steps("The capital of France is", max_new_tokens=2)  # doctest: +SKIP
+        >>> for dist, tok in steps:                                            # doctest: +SKIP
+        ...     print(repr(tok.token), tok.rank, dist.top(3).tokens)
+        ' Paris' 1 [' Paris', ' the', ' London']
+        '.' 1 ['.', ',', ' and']
+        """
+        from .results import NextToken
+
+        if not isinstance(prompt, str):
+            raise InvalidArgument(f"prompt={prompt!r}: steps() takes one str prompt")
+        warpers = self._warpers(do_sample, temperature, top_k, top_p, min_p)
+        stops = _stops(stop)
+        seed = fresh_seed() if seed is None else check_seed(seed)
+        if not isinstance(stop_at_eos, bool):
+            raise InvalidArgument(f"stop_at_eos={stop_at_eos!r}: must be True or False")
+        seqs = self._encode_for_generation([prompt], max_new_tokens)
+        intervention = self._compile_interventions(interventions)
+        return self._steps(prompt, seqs[0], max_new_tokens=max_new_tokens, warpers=warpers,
+                           do_sample=do_sample, seed=seed, stop=stops, stop_at_eos=stop_at_eos,
+                           intervention=intervention, next_token=NextToken)
+
+    def _steps(self, prompt: str, ids: list[int], *, next_token: type, **kw: Any):
+        # A separate generator so steps() validates its arguments when called.
+        ids = list(ids)
+        generated: list[int] = []
+        for step in self._decode([prompt], [ids], n=1, **kw):
+            dist = next_token(step.logits[0].cpu(), vocab=self.vocab,
+                              prompt=prompt + self.vocab.decode(generated) if generated else prompt,
+                              token_ids=ids, position=len(ids) - 1)
+            tid = step.ids[0]
+            yield dist, dist._candidate(tid, step.ranks[0])
+            ids = ids + [tid]
+            generated.append(tid)
+
+    def sample(self, prompt: str | Sequence[str], n: int = 1, *,
+               temperature: float | None = None, top_k: int | None = None,
+               top_p: float | None = None, min_p: float | None = None,
+               seed: int | None = None,
+               interventions: Any = None) -> list["Candidate"] | list[list["Candidate"]]:
+        """``n`` next tokens drawn from the warped next-token distribution (one forward).
+
+        Each is a ``Candidate`` with its unwarped probability and rank. Draw ``i``
+        depends only on ``(seed, i)``: ``sample(p, 10, seed=0)[:5] == sample(p, 5, seed=0)``.
+
+        >>> [c.token for c in probe.sample("I like oat milk in my", 3, seed=0)]  # doctest: +SKIP
+        [' diet', ' morning', ' coffee']
+        """
+        from .probe import _prompt_list
+        from .warpers import probabilities
+
+        warpers = self._warpers(True, temperature, top_k, top_p, min_p)
+        n = _positive_int(n, "n", "the number of samples, e.g. n=100")
+        seed = fresh_seed() if seed is None else check_seed(seed)
+        single = isinstance(prompt, str)
+        prompts = [prompt] if single else _prompt_list(prompt)
+        dists = self.next_token(prompts, interventions=interventions)
+        out = []
+        for p, dist in zip(prompts, dists):
+            u = uniforms(row_keys(stream_base(seed, p), torch.arange(n)), 0)
+            probs = probabilities(dist.logits[None], warpers)[0]  # (vocab,)
+            ids = draw(probs, u).tolist()
+            cands = {tid: dist._candidate(tid) for tid in set(ids)}  # one per distinct token
+            out.append([cands[tid] for tid in ids])
+        return out[0] if single else out
+
+    def sample_frequencies(self, prompt: str, n: int = 1000, *,
+                           temperature: float | None = None, top_k: int | None = None,
+                           top_p: float | None = None, min_p: float | None = None,
+                           seed: int | None = None, interventions: Any = None) -> SampleFrequencies:
+        """Counts of ``n`` sampled next tokens, with the warped probabilities they estimate.
+
+        >>> freq = probe.sample_frequencies("I like oat milk in my", 2000, seed=0)  # doctest: +SKIP
+        >>> freq.check(" coffee", at_least=0.1).passed                            # doctest: +SKIP
+        True
+        """
+        from .warpers import probabilities
+
+        if not isinstance(prompt, str):
+            raise InvalidArgument(f"prompt={prompt!r}: sample_frequencies() takes one str prompt")
+        warpers = self._warpers(True, temperature, top_k, top_p, min_p)
+        n = _positive_int(n, "n", "the number of samples, e.g. n=1000")
+        seed = fresh_seed() if seed is None else check_seed(seed)
+        dist = self.next_token(prompt, interventions=interventions)
+        probs = probabilities(dist.logits[None], warpers)[0]
+        ids = draw(probs, uniforms(row_keys(stream_base(seed, prompt), torch.arange(n)), 0))
+        counts = Counter(ids.tolist())
+        return SampleFrequencies(counts, n, probs=probs.float().cpu(), vocab=self.vocab,
+                                 prompt=prompt, seed=seed)
+

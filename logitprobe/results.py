@@ -79,9 +79,11 @@ class TopK(Sequence[Candidate]):
     indexing, iteration and ``len``; ``str(top)`` is a table.
     """
 
-    def __init__(self, candidates: Sequence[Candidate], *, prompt: str | None = None):
+    def __init__(self, candidates: Sequence[Candidate], *, prompt: str | None = None,
+                 source: NextToken | None = None):
         self._candidates = tuple(candidates)
         self.prompt = prompt
+        self.source = source  # the NextToken it came from: ranks of tokens outside the top k
 
     @property
     def k(self) -> int:
@@ -199,7 +201,7 @@ class NextToken:
             tid, val = int(ids[i]), values[i]
             rank = int((self._logits > val).sum()) + 1
             cands.append(self._candidate(tid, rank))
-        return TopK(cands, prompt=self.prompt)
+        return TopK(cands, prompt=self.prompt, source=self)
 
     def rank(self, token: TokenLike) -> int:
         """1-based rank: 1 + the number of tokens with a strictly greater logit."""

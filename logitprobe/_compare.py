@@ -1,0 +1,132 @@
+"""Checks that compare distributions or decode: divergences, direction, greedy continuation.
+
+The evidence builders for :func:`~logitprobe.assertions.assert_close`,
+``assert_prob_increases`` / ``decreases`` and ``assert_greedy_starts_with``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ._evidence import LogitAssertionError, better_spelling, join_hints, prompt_line, resolve, \
+    short, table
+
+if TYPE_CHECKING:
+    from .results import Candidate, NextToken, Score
+
+__all__ = ["close_report", "direction_report", "divergences", "greedy_failure"]
+
+
+def divergences(p: NextToken, q: NextToken) -> tuple[float, float]:
+    """``(KL(p || q), total variation)`` in nats, computed in float64 from log-probabilities."""
+    lp = p.logprobs.double()
+    lq = q.logprobs.double()
+    pp = lp.exp()
+    # 0 * log 0 = 0; where p > 0 and q underflows to -inf, KL is infinite, as it should be.
+    kl = torch.where(pp > 0, pp * (lp - lq), torch.zeros_like(pp)).sum()
+    tv = 0.5 * (pp - lq.exp()).abs().sum()
+    return float(kl), float(tv)
+
+
+def close_report(p: NextToken, q: NextToken, kl: float, tv: float, rows: int = 10) -> str:
+    """Both prompts, the divergences, and the tokens whose probability moved most."""
+    pa, pb = p.probs, q.probs
+    diff = (pa - pb).abs()
+    ids = torch.topk(diff, min(rows, diff.numel())).indices.tolist()
+    head = (f"  {'token':<20} | {'id':>7} | {'p (nt)':>9} | {'p (other)':>9} | {'change':>9} | "
+            f"{'rank':>11}")
+    lines = [prompt_line(p, "nt"), prompt_line(q, "other"),
+             f"KL(nt || other) = {kl:.4g} nats, total variation = {tv:.4g}",
+             "tokens whose probability changed most:", head, "  " + "-" * (len(head) - 2)]
+    for i in ids:
+        a, b = p.candidate(i), q.candidate(i)
+        token = repr(a.token)
+        token = token if len(token) <= 20 else token[:19] + "…"
+        lines.append(f"  {token:<20} | {i:>7} | {a.prob:>9.4f} | {b.prob:>9.4f} | "
+                     f"{b.prob - a.prob:>+9.4f} | {f'{a.rank} -> {b.rank}':>11}")
+    return "\n".join(lines)
+
+
+def direction_report(before: NextToken, after: NextToken, cb: Candidate, ca: Candidate) -> str:
+    """The token before and after, and the top 5 of each distribution with it marked."""
+    head = f"  {'':<7} | {'rank':>6} | {'prob':>9} | {'logprob':>9} | {'logit':>9}"
+    lines = [prompt_line(before, "before"), prompt_line(after, "after"),
+             f"token {ca.token!r}:", head, "  " + "-" * (len(head) - 2)]
+    for label, c in (("before", cb), ("after", ca)):
+        lines.append(f"  {label:<7} | {c.rank:>6} | {c.prob:>9.4g} | {c.logprob:>9.3f} | "
+                     f"{c.logit:>9.3f}")
+    lines.append(table(before, k=5, marked=[cb.id], title="top 5 before:"))
+    lines.append(table(after, k=5, marked=[ca.id], title="top 5 after:"))
+    return "\n".join(lines)
+
+
+def _step_logits(probe: Any, ids: list[int], intervention: Any) -> NextToken:
+    from .results import NextToken
+
+    logits = probe.engine.logits([ids], 1, intervention)[0][-1]
+    return NextToken(logits, vocab=probe.vocab, prompt=probe.vocab.decode(ids), token_ids=ids,
+                     position=len(ids) - 1)
+
+
+def greedy_failure(probe: Any, prompt: str, text: str, score: Score,
+                   interventions: Any) -> LogitAssertionError | None:
+    """Decode greedily from ``prompt``; None when the decoded text starts with ``text``.
+
+    Teacher forcing already showed that ``text``'s own tokenization is not the
+    greedy path; greedy decoding may still spell the same text with other
+    tokens, so the decoded string decides. Decoding goes on a few tokens past
+    the divergence to show where the model was heading.
+    """
+    intervention = probe._compile_interventions(interventions)
+    vocab = probe.vocab
+    ids = vocab.encode(prompt)
+    expected = [t.id for t in score.tokens]
+    generated: list[int] = []
+    steps: list[tuple[Candidate, Candidate | None]] = []
+    diverged_at = None
+    first_nt = None
+    for step in range(len(expected) + 8):
+        nt = _step_logits(probe, ids + generated, intervention)
+        first_nt = nt if first_nt is None else first_nt
+        best = nt.argmax
+        aligned = diverged_at is None and step < len(expected) and generated == expected[:step]
+        steps.append((best, nt.candidate(expected[step]) if aligned else None))
+        generated.append(best.id)
+        out = vocab.decode(generated)
+        if diverged_at is None:
+            if out.startswith(text):
+                return None
+            if not text.startswith(out) and not out.endswith("\ufffd"):
+                diverged_at = step
+        if diverged_at is not None and step >= max(diverged_at + 3, len(expected) - 1):
+            break
+        if best.id == getattr(probe.tokenizer, "eos_token_id", None):
+            diverged_at = step if diverged_at is None else diverged_at
+            break
+    produced = vocab.decode(generated)
+    head = (f"  {'step':>4} | {'greedy token':<20} | {'p':>8} | {'expected':<20} | "
+            f"{'its rank':>8} | {'its p':>8}")
+    lines = [f"prompt: {short(prompt)}", f"greedy: {short(produced)}", f"wanted: {short(text)}",
+             head, "  " + "-" * (len(head) - 2)]
+    for step, (best, exp) in enumerate(steps):
+        mark = ">" if step == diverged_at else " "
+        exp_cols = (f"{_cut(repr(exp.token)):<20} | {exp.rank:>8} | {exp.prob:>8.4f}" if exp
+                    else f"{'':<20} | {'':>8} | {'':>8}")
+        lines.append(f"{mark} {step:>4} | {_cut(repr(best.token)):<20} | {best.prob:>8.4f} | "
+                     f"{exp_cols}")
+    hint = None
+    if diverged_at == 0 and first_nt is not None:
+        target = resolve(vocab, text)
+        hint = better_spelling(first_nt, vocab, target, first_nt.rank(target.pieces[0]))
+    exp = steps[diverged_at][1] if diverged_at is not None and diverged_at < len(steps) else None
+    if exp is not None and exp.rank == 2:
+        hint = join_hints(hint, f"near miss: at step {diverged_at} {exp.token!r} is rank 2")
+    return LogitAssertionError(
+        f"greedy continuation after {short(prompt, 80)} is {short(produced, 80)}, which does not "
+        f"start with {short(text, 80)}", "\n".join(lines), hint)
+
+
+def _cut(text: str, width: int = 20) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,300 @@
+"""The schema of behavioural test files: cases, expectations and validation.
+
+Pure data: nothing here needs a model, so a malformed file fails at collection
+with the file, the case and the field named. The format is described in
+:mod:`logitprobe.behaviour` and docs/behavioural-tests.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import InvalidArgument
+
+__all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Suite", "load_suite",
+           "parse_suite"]
+
+CASE_FIELDS = ("name", "prompt", "expect", "interventions", "position", "skip", "xfail")
+FILE_FIELDS = ("model", "cases")
+
+
+class BehaviourFileError(InvalidArgument):
+    """A behavioural test file is malformed; the message names file, case and field."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # token | text | int | prob | logprob | nonneg
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Spec:
+    helper: str  # name of the function in logitprobe.assertions
+    params: tuple[Param, ...]
+    kind: str = "next"  # next: one distribution; pair: two; score: greedy continuation
+
+
+_T, _K = Param("token", "token"), Param("k", "int", False)
+SPECS: dict[str, Spec] = {
+    "in_top": Spec("assert_in_top", (_T, _K)),
+    "not_in_top": Spec("assert_not_in_top", (_T, _K)),
+    "rank_at_most": Spec("assert_rank_at_most", (_T, Param("rank", "int"))),
+    "rank_at_least": Spec("assert_rank_at_least", (_T, Param("rank", "int"))),
+    "prob_at_least": Spec("assert_prob_at_least", (_T, Param("p", "prob"))),
+    "prob_at_most": Spec("assert_prob_at_most", (_T, Param("p", "prob"))),
+    "logprob_at_least": Spec("assert_logprob_at_least", (_T, Param("logprob", "logprob"))),
+    "logprob_at_most": Spec("assert_logprob_at_most", (_T, Param("logprob", "logprob"))),
+    "argmax": Spec("assert_argmax", (_T,)),
+    "more_likely": Spec("assert_more_likely", (_T, Param("than", "token"),
+                                               Param("margin", "nonneg", False))),
+    "entropy_at_most": Spec("assert_entropy_at_most", (Param("nats", "nonneg"),)),
+    "entropy_at_least": Spec("assert_entropy_at_least", (Param("nats", "nonneg"),)),
+    "close_to": Spec("assert_close", (Param("prompt", "text", False), Param("kl", "nonneg", False),
+                                      Param("tv", "prob", False)), "pair"),
+    "prob_increases": Spec("assert_prob_increases", (_T, Param("from", "text", False),
+                                                     Param("by", "prob", False)), "pair"),
+    "prob_decreases": Spec("assert_prob_decreases", (_T, Param("from", "text", False),
+                                                     Param("by", "prob", False)), "pair"),
+    "greedy_starts_with": Spec("assert_greedy_starts_with", (Param("text", "text"),), "score"),
+}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    name: str
+    args: tuple[tuple[str, Any], ...]  # (param, value) in the helper's order, given ones only
+
+    @property
+    def spec(self) -> Spec:
+        return SPECS[self.name]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.args).get(key, default)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    prompt: str
+    expectations: tuple[Expectation, ...]
+    interventions: tuple[Mapping[str, Any], ...] | None = None
+    position: int = -1
+    index: int = 1  # 1-based, as error messages count
+    line: int | None = None  # 1-based line of the case in its file
+    source: str = "<string>"
+    skip: str | None = None
+    xfail: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}, case {self.index} {self.name!r}"
+
+    def baseline_prompt(self, exp: Expectation) -> str:
+        """The other prompt of a pair check (default: this prompt, without interventions)."""
+        return exp.get("prompt" if exp.name == "close_to" else "from") or self.prompt
+
+
+@dataclass(frozen=True)
+class Suite:
+    source: str
+    cases: tuple[Case, ...]
+    model: str | None = None
+
+
+# -- parsing -----------------------------------------------------------------------------
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a behavioural test file (YAML, safe loader)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BehaviourFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    return parse_suite(text, source=path.name)
+
+
+def parse_suite(text: str, source: str = "<string>") -> Suite:
+    """Validate YAML text as a behavioural test suite; errors name source, case and field."""
+    import yaml
+
+    try:
+        # libyaml's C loader when PyYAML has it (~15x faster); the same safe constructors.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise BehaviourFileError(f"{source}: invalid YAML{at}: {problem}") from None
+    model = None
+    lines: list[int | None] = []
+    if isinstance(data, dict) and ("prompt" in data or "expect" in data):
+        raise BehaviourFileError(f"{source}: the file is one case; a file is a list of cases, so "
+                                 "start the case with '- ' (or put it under `cases:`)")
+    if isinstance(data, dict):
+        _unknown(set(data) - set(FILE_FIELDS), FILE_FIELDS, f"{source}", "field")
+        model = data.get("model")
+        if model is not None and (not isinstance(model, str) or not model):
+            raise BehaviourFileError(f"{source}: `model` must be a model name or path, "
+                                     f"not {model!r}")
+        cases_node = _mapping_value(node, "cases")
+        data = data.get("cases")
+    else:
+        cases_node = node
+    if not isinstance(data, list) or not data:
+        raise BehaviourFileError(f"{source}: expected a non-empty list of cases (each with "
+                                 "`prompt` and `expect`), or a mapping with `cases:`; got "
+                                 f"{type(data).__name__ if data is not None else 'nothing'}")
+    if cases_node is not None and isinstance(cases_node, yaml.SequenceNode):
+        lines = [n.start_mark.line + 1 for n in cases_node.value]
+    cases: list[Case] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(data, 1):
+        case = _case(raw, i, lines[i - 1] if i - 1 < len(lines) else None, source)
+        if case.name in seen:
+            if isinstance(raw, dict) and "name" in raw:
+                raise BehaviourFileError(f"{case.where}: duplicate case name (case "
+                                         f"{seen[case.name]} has it too); give each case its "
+                                         "own `name`")
+            case = _replace(case, name=f"{case.name}-{i}")
+        seen[case.name] = i
+        cases.append(case)
+    return Suite(source=source, cases=tuple(cases), model=model)
+
+
+def _mapping_value(node: Any, key: str) -> Any:
+    for k, v in getattr(node, "value", []):
+        if getattr(k, "value", None) == key:
+            return v
+    return None
+
+
+def _replace(case: Case, **changes: Any) -> Case:
+    from dataclasses import replace
+
+    return replace(case, **changes)
+
+
+def _unknown(keys: set, known: tuple[str, ...] | list[str], where: str, what: str) -> None:
+    for key in sorted(map(str, keys)):
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f", did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+        raise BehaviourFileError(f"{where}: unknown {what} {key!r}{hint}")
+
+
+def _slug(prompt: str) -> str:
+    return re.sub(r"\W+", "_", prompt).strip("_")[:40] or "case"
+
+
+def _case(raw: Any, index: int, line: int | None, source: str) -> Case:
+    if not isinstance(raw, dict):
+        raise BehaviourFileError(f"{source}, case {index}: a case must be a mapping with "
+                                 f"`prompt` and `expect`, not {type(raw).__name__} {raw!r}")
+    name = raw.get("name")
+    prompt = raw.get("prompt")
+    label = name if isinstance(name, str) and name else (
+        _slug(prompt) if isinstance(prompt, str) else None)
+    where = f"{source}, case {index}" + (f" {label!r}" if label else "")
+    _unknown(set(raw) - set(CASE_FIELDS), CASE_FIELDS, where, "field")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise BehaviourFileError(f"{where}: `name` must be a non-empty string, not {name!r}")
+    if not isinstance(prompt, str) or not prompt:
+        raise BehaviourFileError(f"{where}: `prompt` must be a non-empty string, not {prompt!r}")
+    position = raw.get("position", -1)
+    if isinstance(position, bool) or not isinstance(position, int):
+        raise BehaviourFileError(f"{where}: `position` must be an int (-1 for the last token), "
+                                 f"not {position!r}")
+    interventions = raw.get("interventions")
+    if interventions is not None:
+        if not isinstance(interventions, list) or not all(isinstance(x, dict)
+                                                          for x in interventions):
+            raise BehaviourFileError(f"{where}: `interventions` must be a list of mappings "
+                                     f"(one per intervention), not {interventions!r}")
+        interventions = tuple(interventions) or None
+    marks = {}
+    for key in ("skip", "xfail"):
+        value = raw.get(key)
+        if value is None or value is False:
+            marks[key] = None
+        elif value is True or isinstance(value, str):
+            marks[key] = value if isinstance(value, str) else f"marked {key} in {source}"
+        else:
+            raise BehaviourFileError(f"{where}: `{key}` must be true or a reason string, "
+                                     f"not {value!r}")
+    expect = raw.get("expect")
+    if isinstance(expect, dict):
+        items = list(expect.items())
+    elif isinstance(expect, list) and all(isinstance(e, dict) and len(e) == 1 for e in expect):
+        items = [next(iter(e.items())) for e in expect]
+    else:
+        raise BehaviourFileError(f"{where}: `expect` must be a mapping of expectations (e.g. "
+                                 "in_top: {token: ' Paris', k: 5}) or a list of one-key mappings, "
+                                 f"not {expect!r}")
+    if not items:
+        raise BehaviourFileError(f"{where}: `expect` is empty; give at least one expectation")
+    exps = tuple(_expectation(str(k), v, where) for k, v in items)
+    for exp in exps:
+        other = "prompt" if exp.name == "close_to" else "from"
+        if exp.spec.kind == "pair" and interventions is None and exp.get(other) in (None, prompt):
+            raise BehaviourFileError(f"{where}: {exp.name} would compare the case with itself; "
+                                     f"give `{other}:` (another prompt) or `interventions`")
+    return Case(name=label, prompt=prompt, expectations=exps, interventions=interventions,
+                position=position, index=index, line=line, source=source, skip=marks["skip"],
+                xfail=marks["xfail"])
+
+
+def _expectation(name: str, value: Any, where: str) -> Expectation:
+    if name not in SPECS:
+        _unknown({name}, list(SPECS), where, "expectation")
+    spec = SPECS[name]
+    names = [p.name for p in spec.params]
+    where = f"{where}: {name}"
+    if isinstance(value, dict):
+        _unknown(set(value) - set(names), names, where, "field")
+        given = dict(value)
+    elif isinstance(value, list):
+        if len(value) > len(names):
+            raise BehaviourFileError(f"{where}: got {len(value)} values, it takes at most "
+                                     f"{len(names)} ({', '.join(names)})")
+        given = dict(zip(names, value))
+    else:
+        given = {names[0]: value}
+    for p in spec.params:
+        if p.required and p.name not in given:
+            raise BehaviourFileError(f"{where}: missing {p.name!r} (fields: {', '.join(names)}; "
+                                     f"e.g. {name}: {{{', '.join(f'{n}: ...' for n in names)}}})")
+        if p.name in given:
+            _check_value(p, given[p.name], where)
+    if name == "close_to" and "kl" not in given and "tv" not in given:
+        raise BehaviourFileError(f"{where}: give a bound, `kl` (nats) and/or `tv` (0 to 1)")
+    return Expectation(name, tuple((n, given[n]) for n in names if n in given))
+
+
+def _check_value(p: Param, value: Any, where: str) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {
+        "token": (isinstance(value, str) and value != "") or (isinstance(value, int)
+                                                              and not isinstance(value, bool)),
+        "text": isinstance(value, str) and value != "",
+        "int": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+        "prob": number and 0 <= value <= 1,
+        "logprob": number and value <= 0,
+        "nonneg": number and value >= 0,
+    }[p.kind]
+    if not ok:
+        want = {"token": "a token string such as \" Paris\" (quoted, to keep the space) or an id",
+                "text": "a non-empty string", "int": "an int >= 1",
+                "prob": "a number between 0 and 1", "logprob": "a number <= 0 (nats)",
+                "nonneg": "a number >= 0"}[p.kind]
+        raise BehaviourFileError(f"{where}: `{p.name}` must be {want}, not {value!r}")
+
+

@@ -1,0 +1,194 @@
+"""Behavioural test files as data: ``test_*.logit.yaml`` cases, validated, batched, checked.
+
+A file is a list of cases (or a mapping with ``cases:`` and an optional
+``model:``). Each case has a ``prompt`` and an ``expect`` block whose keys are
+the assertion helpers' names without ``assert_``::
+
+    - name: capital
+      prompt: "The capital of France is"
+      expect:
+        in_top: {token: " Paris", k: 5}
+        more_likely: {token: " Paris", than: " London", margin: 1.0}
+        greedy_starts_with: " Paris"
+
+Expectations may also be a list of one-key mappings (to repeat one), and
+take a scalar (their first field), a list (fields in order) or a mapping.
+``close_to`` and ``prob_increases``/``prob_decreases`` compare with another
+prompt (``prompt:``/``from:``), by default the same prompt without the case's
+``interventions``.
+
+Files are read with ``yaml.safe_load`` semantics and validated before any
+model is loaded; an error names the file, the case and the field. All the
+forward passes a group of cases needs are computed together by
+:func:`prefetch` (a few batched passes instead of one per case).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ._schema import SPECS, BehaviourFileError, Case, Expectation, Suite, load_suite, parse_suite
+from .errors import InvalidArgument
+
+__all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Prefetched", "Suite",
+           "check_case", "load_suite", "parse_suite", "prefetch", "queries", "run_suite"]
+
+
+# -- batching and checking ---------------------------------------------------------------
+def _ikey(interventions: Any) -> str | None:
+    if interventions is None:
+        return None
+    return json.dumps(interventions, sort_keys=True, default=repr)
+
+
+def queries(case: Case) -> list[tuple]:
+    """The forward passes a case needs: ``("next", prompt, position, ikey)`` or ``("score", ...)``.
+
+    ``ikey`` is the case's interventions as canonical JSON (None for none).
+    """
+    ikey = _ikey(case.interventions)
+    out: list[tuple] = []
+    kinds = {e.spec.kind for e in case.expectations}
+    if kinds & {"next", "pair"}:
+        out.append(("next", case.prompt, case.position, ikey))
+    for exp in case.expectations:
+        if exp.spec.kind == "pair":
+            out.append(("next", case.baseline_prompt(exp), case.position, None))
+        elif exp.spec.kind == "score":
+            out.append(("score", case.prompt, exp.get("text"), ikey))
+    return out
+
+
+class Prefetched:
+    """Results of batched forwards, handed out once per use and then released."""
+
+    def __init__(self) -> None:
+        self._results: dict[tuple, Any] = {}
+        self._uses: dict[tuple, int] = {}
+
+    def __contains__(self, query: tuple) -> bool:
+        return query in self._results
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def put(self, query: tuple, result: Any, uses: int) -> None:
+        self._results[query] = result
+        self._uses[query] = uses
+
+    def take(self, query: tuple) -> Any:
+        result = self._results.get(query)
+        if result is not None:
+            self._uses[query] -= 1
+            if self._uses[query] <= 0:
+                del self._results[query], self._uses[query]
+        return result
+
+
+def prefetch(probe: Any, cases: list[Case], into: Prefetched | None = None) -> Prefetched:
+    """Run every forward pass ``cases`` need in batched calls (one per kind x intervention set).
+
+    A batch that fails (a prompt longer than the context, an invalid intervention)
+    is left out: each case then runs its own queries and reports its own error.
+    """
+    into = Prefetched() if into is None else into
+    uses: dict[tuple, int] = {}
+    interventions: dict[str | None, Any] = {}
+    for case in cases:
+        interventions[_ikey(case.interventions)] = case.interventions
+        for q in dict.fromkeys(queries(case)):
+            uses[q] = uses.get(q, 0) + 1
+    groups: dict[tuple, list[tuple]] = {}
+    for q in uses:
+        if q not in into:
+            groups.setdefault((q[0], q[2] if q[0] == "next" else None, q[3]), []).append(q)
+    for (kind, position, ikey), qs in groups.items():
+        iv = None if ikey is None else list(interventions[ikey])
+        try:
+            if kind == "next":
+                results = probe.next_token([q[1] for q in qs], position=position, interventions=iv)
+            else:
+                results = probe.score([q[1] for q in qs], [q[2] for q in qs], interventions=iv)
+        except Exception:  # noqa: BLE001 - each case re-runs alone and reports its own error
+            continue
+        for q, result in zip(qs, results):
+            into.put(q, result, uses[q])
+    return into
+
+
+def _run(probe: Any, case: Case, query: tuple, results: Prefetched | None) -> Any:
+    if results is not None and query in results:
+        return results.take(query)
+    iv = None if query[3] is None else list(case.interventions or ())
+    if query[0] == "next":
+        return probe.next_token(query[1], position=query[2], interventions=iv)
+    return probe.score(query[1], query[2], interventions=iv)
+
+
+def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> None:
+    """Check every expectation of ``case``; raise one report listing all that failed."""
+    __tracebackhide__ = True
+    from . import assertions
+    from ._evidence import LogitAssertionError
+
+    ikey = _ikey(case.interventions)
+    iv = None if case.interventions is None else list(case.interventions)
+    # Take every result the case needs first, so each prefetched one is released.
+    got = {q: _run(probe, case, q, results) for q in dict.fromkeys(queries(case))}
+    subject = got.get(("next", case.prompt, case.position, ikey))
+    failures: list[tuple[int, Expectation, Exception]] = []
+    for n, exp in enumerate(case.expectations, 1):
+        helper = getattr(assertions, exp.spec.helper)
+        args = dict(exp.args)
+        try:
+            if exp.spec.kind == "next":
+                helper(subject, **args)
+            elif exp.spec.kind == "pair":
+                base = got[("next", case.baseline_prompt(exp), case.position, None)]
+                if exp.name == "close_to":
+                    helper(subject, base, kl=args.get("kl"), tv=args.get("tv"))
+                else:
+                    helper(base, subject, args["token"], by=args.get("by", 0.0))
+            else:
+                score = got[("score", case.prompt, args["text"], ikey)]
+                helper(probe, case.prompt, args["text"], interventions=iv, score=score)
+        except (LogitAssertionError, InvalidArgument) as exc:
+            failures.append((n, exp, exc))
+    if failures:
+        raise _combined(case, failures)
+
+
+def _combined(case: Case, failures: list[tuple[int, Expectation, Exception]]) -> Exception:
+    from ._evidence import LogitAssertionError
+
+    total = len(case.expectations)
+    blocks = []
+    for n, exp, exc in failures:
+        kind = "" if isinstance(exc, LogitAssertionError) else f"{type(exc).__name__}: "
+        blocks.append(f"[expectation {n}/{total}: {exp.name}] {kind}{exc}")
+    if len(failures) == 1:
+        n, exp, exc = failures[0]
+        if isinstance(exc, LogitAssertionError):
+            return LogitAssertionError(f"{case.where}, {exp.name}: {exc.verdict}", exc.evidence,
+                                       exc.hint)
+        return type(exc)(f"{case.where}, {exp.name}: {exc}")
+    names = ", ".join(exp.name for _, exp, _ in failures)
+    return LogitAssertionError(f"{case.where}: {len(failures)} of {total} expectations failed "
+                               f"({names})", "\n\n".join(blocks))
+
+
+def run_suite(probe: Any, suite: Suite | str | Path) -> list[tuple[Case, Exception | None]]:
+    """Check every case of a suite outside pytest: ``[(case, None or the failure), ...]``."""
+    if not isinstance(suite, Suite):
+        suite = load_suite(suite)
+    results = prefetch(probe, list(suite.cases))
+    outcome: list[tuple[Case, Exception | None]] = []
+    for case in suite.cases:
+        try:
+            check_case(probe, case, results)
+            outcome.append((case, None))
+        except (AssertionError, InvalidArgument) as exc:
+            outcome.append((case, exc))
+    return outcome

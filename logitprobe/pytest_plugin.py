@@ -1,0 +1,251 @@
+"""The logitprobe pytest plugin: a ``probe`` fixture, evidence on failure, YAML test files.
+
+Registered under the ``pytest11`` entry point, so installing logitprobe
+enables it. It stays out of the way of test runs that do not use it: importing
+it imports neither torch nor TransformerLens, and a model is loaded only when
+a test asks for ``probe`` or a ``test_*.logit.yaml`` case runs.
+
+- Options (with ini equivalents): ``--logitprobe-model`` (default ``gpt2``),
+  ``--logitprobe-device``, ``--logitprobe-dtype``, ``--logitprobe-skip-unavailable``.
+- Fixture ``probe``: the model under test, loaded once per session (per xdist
+  worker) and per distinct ``@pytest.mark.logitprobe(model=..., device=..., dtype=...)``.
+- ``assert " Paris" in nt.top(5)`` failures show the top 5 and the token's rank.
+- ``test_*.logit.yaml`` files are collected: one test per case, batched forwards.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+__all__ = ["probe"]
+
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+DEVICE = re.compile(r"^(auto|cpu|mps|meta|(cuda|xpu|npu|hpu)(:\d+)?)$")
+MARKER_ARGS = ("model", "device", "dtype")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str
+    device: str | None  # None: let logitprobe.load choose (cuda when available)
+    dtype: str
+    skip_unavailable: bool
+
+
+@dataclass
+class _Failure:
+    message: str
+    unavailable: bool  # a ModelUnavailableError (skippable), not a bug
+    reported: bool = False
+
+
+@dataclass
+class State:
+    """Per-session plugin state (in ``config.stash``): loaded probes and load failures."""
+
+    settings: Settings
+    probes: dict[tuple, Any] = field(default_factory=dict)
+    failures: dict[tuple, _Failure] = field(default_factory=dict)
+
+    def key_for(self, marker: Any = None, model: str | None = None) -> tuple[str, str | None, str]:
+        """``(model, device, dtype)``: marker beats ``model`` (a YAML file's) beats options."""
+        chosen = {"model": model}
+        if marker is not None:
+            if len(marker.args) > 1 or (marker.args and "model" in marker.kwargs):
+                pytest.fail("@pytest.mark.logitprobe: give the model once, e.g. "
+                            "@pytest.mark.logitprobe(model='smollm2')", pytrace=False)
+            unknown = sorted(set(marker.kwargs) - set(MARKER_ARGS))
+            if unknown:
+                pytest.fail(f"@pytest.mark.logitprobe: unknown argument(s) {', '.join(unknown)}; "
+                            f"it takes {', '.join(MARKER_ARGS)}", pytrace=False)
+            chosen.update(marker.kwargs)
+            if marker.args:
+                chosen["model"] = marker.args[0]
+        s = self.settings
+        dtype = chosen.get("dtype") or s.dtype
+        device = chosen.get("device") or s.device
+        try:
+            _check_dtype(dtype, "dtype")
+            _check_device(device, "device")
+        except pytest.UsageError as exc:
+            pytest.fail(f"@pytest.mark.logitprobe: {exc}", pytrace=False)
+        return str(chosen.get("model") or s.model), None if device == "auto" else device, dtype
+
+    def get(self, key: tuple[str, str | None, str]) -> Any:
+        """The probe for ``key``, loaded once; a failed load fails (or skips) with one message."""
+        __tracebackhide__ = True
+        if key in self.probes:
+            return self.probes[key]
+        failure = self.failures.get(key)
+        if failure is None:
+            failure = self._load(key)
+            if failure is None:
+                return self.probes[key]
+        model = key[0]
+        if failure.unavailable and self.settings.skip_unavailable:
+            first = failure.message.splitlines()[0].split(". ")[0]
+            pytest.skip(f"logitprobe: model {model!r} is unavailable: {first}")
+        if failure.reported:
+            pytest.fail(f"logitprobe: model {model!r} could not be loaded (the first test that "
+                        "needed it shows why)", pytrace=False)
+        failure.reported = True
+        hint = ("" if not failure.unavailable else
+                "\n(--logitprobe-skip-unavailable skips the tests that need it instead)")
+        pytest.fail(f"logitprobe: cannot load model {model!r}:\n{failure.message}{hint}",
+                    pytrace=False)
+
+    def _load(self, key: tuple[str, str | None, str]) -> _Failure | None:
+        import logitprobe
+        import torch
+
+        model, device, dtype = key
+        try:
+            self.probes[key] = logitprobe.load(model, device=device, dtype=getattr(torch, dtype))
+            return None
+        except logitprobe.ModelUnavailableError as exc:
+            failure = _Failure(str(exc), unavailable=True)
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported once
+            import traceback
+
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            failure = _Failure(text.rstrip(), unavailable=False)
+        self.failures[key] = failure
+        return failure
+
+
+STATE = pytest.StashKey[State]()
+
+
+def _check_dtype(value: str, name: str) -> None:
+    if value not in DTYPES:
+        raise pytest.UsageError(f"{name}={value!r}: must be one of {', '.join(DTYPES)}")
+
+
+def _check_device(value: str | None, name: str) -> None:
+    if value is not None and not DEVICE.match(value):
+        raise pytest.UsageError(f"{name}={value!r}: must be auto, cpu, cuda, cuda:N or mps")
+
+
+# -- hooks -------------------------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("logitprobe", "logitprobe: behavioural tests of language models")
+    options = [
+        ("model", "model the `probe` fixture loads: a name, a path or 'smollm2' (default: gpt2)"),
+        ("device", "device to load models on: auto, cpu, cuda, cuda:N, mps (default: auto)"),
+        ("dtype", f"model dtype: {', '.join(DTYPES)} (default: float32)"),
+    ]
+    for name, text in options:
+        group.addoption(f"--logitprobe-{name}", dest=f"logitprobe_{name}", default=None, help=text)
+        parser.addini(f"logitprobe_{name}", text)
+    group.addoption("--logitprobe-skip-unavailable", dest="logitprobe_skip_unavailable",
+                    action="store_true", default=None,
+                    help="skip tests whose model cannot be loaded (offline, missing), "
+                         "instead of failing them")
+    parser.addini("logitprobe_skip_unavailable", "skip tests whose model cannot be loaded",
+                  type="bool", default=False)
+
+
+def _setting(config: pytest.Config, name: str, default: Any) -> Any:
+    value = config.getoption(f"logitprobe_{name}")
+    if value is None:
+        value = config.getini(f"logitprobe_{name}")
+    return default if value in (None, "") else value
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "logitprobe(model=None, device=None, dtype=None): run the `probe` fixture of "
+                   "this test (module, class) on another model")
+    dtype = str(_setting(config, "dtype", "float32"))
+    device = str(_setting(config, "device", "auto"))
+    _check_dtype(dtype, "--logitprobe-dtype")
+    _check_device(device, "--logitprobe-device")
+    settings = Settings(model=str(_setting(config, "model", "gpt2")),
+                        device=None if device == "auto" else device, dtype=dtype,
+                        skip_unavailable=bool(_setting(config, "skip_unavailable", False)))
+    config.stash[STATE] = State(settings)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    s = config.stash[STATE].settings
+    versions = []
+    for dist in ("logitprobe", "torch", "transformers", "transformer-lens"):
+        try:
+            versions.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            versions.append(f"{dist} (not installed)")
+    return [f"logitprobe: model={s.model}, device={s.device or 'auto'}, dtype={s.dtype}; "
+            + ", ".join(versions)]
+
+
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any):
+    """``token in nt.top(k)`` / ``not in``: the top 5, the token's rank, p and logit, a hint."""
+    if op not in ("in", "not in"):
+        return None
+    results = sys.modules.get("logitprobe.results")  # not imported: right cannot be a TopK
+    if results is None or not isinstance(right, results.TopK):
+        return None
+    from ._evidence import compact_contains
+
+    try:
+        return compact_contains(op, left, right)
+    except Exception:  # noqa: BLE001 - never break pytest's own report
+        return None
+
+
+def pytest_collect_file(file_path: Any, parent: pytest.Collector):
+    name = file_path.name
+    if name.startswith("test_") and name.endswith((".logit.yaml", ".logit.yml")):
+        from ._yaml_items import LogitFile
+
+        return LogitFile.from_parent(parent, path=file_path)
+    return None
+
+
+# -- the fixture -------------------------------------------------------------------------
+def _hook_count(model: Any) -> int:
+    points = getattr(model, "hook_dict", None)
+    if not isinstance(points, dict):
+        return 0
+    unique = {id(hp): hp for hp in points.values()}  # aliases name one hook point twice
+    return sum(len(getattr(hp, "fwd_hooks", ())) + len(getattr(hp, "bwd_hooks", ()))
+               for hp in unique.values())
+
+
+@pytest.fixture
+def probe(request: pytest.FixtureRequest):
+    """The :class:`logitprobe.Probe` under test.
+
+    The model comes from ``@pytest.mark.logitprobe(model=...)`` on the test,
+    class or module, else ``--logitprobe-model`` / ini ``logitprobe_model``
+    (default ``gpt2``). Each distinct model is loaded once per session (per
+    xdist worker). Hooks a test leaves on the model are removed afterwards
+    (with a warning) and the forward cache is cleared, so nothing leaks into
+    the next test.
+    """
+    state = request.config.stash[STATE]
+    key = state.key_for(request.node.get_closest_marker("logitprobe"))
+    loaded = state.get(key)
+    before = _hook_count(loaded.model)
+    yield loaded
+    left = _hook_count(loaded.model) - before
+    if left > 0:
+        loaded.model.reset_hooks(including_permanent=False)
+        loaded.clear_cache()
+        warnings.warn(pytest.PytestWarning(
+            f"logitprobe: {request.node.name} left {left} hook(s) on probe.model; they were "
+            "removed and the forward cache cleared. Pass interventions= to the query instead "
+            "(or use probe.model.hooks(...) as a context manager)"), stacklevel=1)
+    if loaded.__dict__.get("_lp_scope") is not None:  # a `probe.intervene(...)` never exited
+        loaded._lp_scope = None
+        warnings.warn(pytest.PytestWarning(
+            f"logitprobe: {request.node.name} left a probe.intervene(...) block open; it was "
+            "closed. Use it as `with probe.intervene(...):`"), stacklevel=1)
