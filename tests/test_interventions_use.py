@@ -132,6 +132,7 @@ def test_user_hooks_survive_interventions(tiny):
         assert len(calls) == 3
     finally:
         handle.hook.remove()
+        point.fwd_hooks[:] = [h for h in point.fwd_hooks if h is not handle]
 
 
 # -- fired counts ----------------------------------------------------------------------

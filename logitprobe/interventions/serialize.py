@@ -144,7 +144,7 @@ def to_yaml(specs: Spec | Iterable[Spec]) -> str:
     import yaml
 
     return yaml.safe_dump({"interventions": [to_dict(s) for s in _as_list(specs)]},
-                          sort_keys=False, allow_unicode=True)
+                          sort_keys=False, allow_unicode=False)  # escapes NEL, LS, PS too
 
 
 def from_yaml(text: str, *, source: str = "<yaml>") -> list[Spec]:
