@@ -33,7 +33,8 @@ def test_code_blocks_run(path, smol, monkeypatch, tmp_path):
     import logitprobe
 
     # Pages may continue from the quickstart's `probe = logitprobe.load("smollm2")`.
-    namespace: dict = {"__name__": "__docs__", "logitprobe": logitprobe, "probe": smol}
+    namespace: dict = {"__name__": "__docs__", "logitprobe": logitprobe, "probe": smol,
+                       "pytest": pytest}
     for line, code in python_blocks(path):
         try:
             exec(compile(code, f"{path.name}:{line}", "exec"), namespace)  # our own docs, not user text
