@@ -14,28 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgument
+from ..plot._util import axes_or_new, expect
 from .compare import Comparison
 from .patching import PatchSweep
 
 __all__ = ["plot_comparison", "plot_patch_sweep"]
 
 
-def _axes(ax: Any, figsize: tuple[float, float]) -> Any:
-    if ax is not None:
-        if not hasattr(ax, "figure") or not hasattr(ax, "bar"):
-            raise InvalidArgument(f"ax={ax!r}: `ax` must be a matplotlib Axes or None")
-        return ax
-    import matplotlib.pyplot as plt
-
-    _, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return ax
-
-
-def _expect(value: Any, cls: type, name: str, made_by: str) -> None:
-    if not isinstance(value, cls):
-        raise InvalidArgument(f"{name}={type(value).__name__}(...): expected a {cls.__name__} "
-                              f"(from {made_by})")
+_axes = axes_or_new  # shared with logitprobe.plot
+_expect = expect
 
 
 def plot_comparison(comparison: Comparison, *, k: int | None = None, ax: Any = None,
