@@ -128,7 +128,7 @@ def suite(ctx: Context, probe, hf, tok) -> None:
     ceiling = gflops * 1e9 / flops_per_token
     ctx.add(Result("suite", "matmul ceiling", gflops, "GFLOP/s"))
     ctx.add(Result("suite", "ceiling for this model", ceiling, "tokens/s",
-                   note=f"{flops_per_token / 1e6:.0f} MFLOP/token"))
+                   note=f"{flops_per_token / 1e6:.3g} MFLOP/token"))
     ctx.add(Result("suite", "logitprobe throughput", tps, "tokens/s"))
     ctx.add(Result("suite", "share of the compute ceiling", tps / ceiling, "", None, ">= 0.7",
                    tps / ceiling >= 0.7))

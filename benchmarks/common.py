@@ -72,6 +72,8 @@ class Context:
     subjects: dict[str, Any] = field(default_factory=dict)
 
     def add(self, result: Result) -> Result:
+        if self.smoke:  # toy sizes: targets are not judged
+            result.ok = None
         self.results.append(result)
         return result
 
@@ -104,6 +106,9 @@ def gflops_ceiling(device: str, *, smoke: bool) -> float:
 
 def to_markdown(ctx: Context, meta: dict) -> str:
     lines = [f"# logitprobe benchmarks ({'smoke' if ctx.smoke else 'full'})", ""]
+    if ctx.smoke:
+        lines += ["Smoke mode: toy sizes, one repeat; it checks that the harness runs. The "
+                  "figures mean nothing and targets are not judged.", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     lines += ["", "| group | benchmark | value | median | min | max | target | ok | note |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -37,12 +37,19 @@ def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class BridgeBackend:
-    """A TransformerLens 4.x ``TransformerBridge``."""
+    """A TransformerLens 4.x ``TransformerBridge``.
+
+    ``use_twin``: whether unhooked KV-cached generation steps may run the plain
+    Hugging Face model the bridge wraps (:mod:`logitprobe.twin`; same parameters,
+    checked to give the bridge's logits, about 25% faster per step on CPU).
+    """
 
     kind = "bridge"
 
     def __init__(self, bridge: Any):
         self.model = bridge
+        self.use_twin = True
+        self._twins: Any = None
         self.cfg = bridge.cfg
         self.vocab_size = int(bridge.cfg.d_vocab)
         self.n_ctx = getattr(bridge.cfg, "n_ctx", None)
@@ -51,6 +58,16 @@ class BridgeBackend:
     @property
     def device(self) -> torch.device:
         return next(iter(self.model.original_model.parameters())).device
+
+    def twin(self) -> torch.nn.Module | None:
+        """The plain HF model for a forward without hooks, or None (then use the bridge)."""
+        from .twin import TwinCache, hooks_attached
+
+        if not self.use_twin or hooks_attached(self.model):
+            return None
+        if self._twins is None:
+            self._twins = TwinCache(self.model)
+        return self._twins.get()
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None,
                 keep: int, hooks: list[tuple[str, Callable]]) -> torch.Tensor:

@@ -92,6 +92,7 @@ class Decoder:
         params = inspect.signature(self._hf.forward).parameters if self.cached else {}
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._attention = _attention_modules(self.model) if self.cached else []
+        self._twin: torch.nn.Module | None = None  # set by prefill when nothing is hooked
         self.rows = 0
         self.lengths: list[int] = []  # real tokens per row so far
         self._mask: torch.Tensor | None = None  # [rows, columns] 1 = real token
@@ -129,10 +130,12 @@ class Decoder:
 
             self._cache = DynamicCache(config=self._hf.config)  # filled in place by each forward
             hooks = self._hooks(layout)
-            with cache_kwarg_fix(self.model, self._attention), own_hooks(self.model, hooks):
-                logits = self.model(tokens, attention_mask=mask if self._padded else None,
-                                    position_ids=_position_ids(mask), use_cache=True,
-                                    logits_to_keep=1, **{self._cache_arg: self._cache})
+            # Nothing hooked (no intervention, no user hook): the whole generation runs the
+            # plain HF model inside the bridge, skipping the hook machinery (same logits).
+            self._twin = self.backend.twin() if self.intervention is None else None
+            logits = self._cached_forward(tokens, hooks, attention_mask=mask if self._padded
+                                          else None, position_ids=_position_ids(mask),
+                                          logits_to_keep=1)
             if repeats > 1:
                 self._cache.batch_repeat_interleave(repeats)
             logits = logits[:, -1]
@@ -149,6 +152,13 @@ class Decoder:
         self.rows = len(self.lengths)
         return logits.float().repeat_interleave(repeats, dim=0)
 
+    def _cached_forward(self, tokens: torch.Tensor, hooks: list, **kwargs: Any) -> torch.Tensor:
+        kwargs.update(use_cache=True, **{self._cache_arg: self._cache})
+        if self._twin is not None and not hooks:
+            return self._twin(tokens, **kwargs).logits
+        with cache_kwarg_fix(self.model, self._attention), own_hooks(self.model, hooks):
+            return self.model(tokens, **kwargs)
+
     @torch.no_grad()
     def step(self, new_tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row (``Long[Tensor, "rows"]``); return the next logits."""
@@ -164,11 +174,8 @@ class Decoder:
                                  offset=columns - 1)
             # Each row's new token sits at position (its real tokens so far) - 1.
             positions = torch.tensor(self.lengths, device=self.device).unsqueeze(1) - 1
-            hooks = self._hooks(layout)
-            with cache_kwarg_fix(self.model, self._attention), own_hooks(self.model, hooks):
-                logits = self.model(new_tokens, position_ids=positions, use_cache=True,
-                                    attention_mask=self._mask if self._padded else None,
-                                    **{self._cache_arg: self._cache})
+            logits = self._cached_forward(new_tokens, self._hooks(layout), position_ids=positions,
+                                          attention_mask=self._mask if self._padded else None)
             self.stats.tokens += self.rows
         else:
             self._tokens = torch.cat([self._tokens, new_tokens], dim=1)  # set by prefill

@@ -154,6 +154,15 @@ class NextToken:
     def _logprobs(self) -> torch.Tensor:
         return torch.log_softmax(self._logits, dim=-1)
 
+    @cached_property
+    def _lse(self) -> float:
+        # log of the softmax denominator: a token's log-probability is its logit minus
+        # this (one reduction, no vocabulary-sized tensor per query)
+        return float(torch.logsumexp(self._logits, dim=-1))
+
+    def _rank_of(self, logit: torch.Tensor) -> int:
+        return int(torch.count_nonzero(self._logits > logit)) + 1
+
     @property
     def logprobs(self) -> torch.Tensor:
         return self._logprobs.clone()
@@ -177,12 +186,13 @@ class NextToken:
     def _candidate(self, tid: int, rank: int | None = None) -> Candidate:
         logit = self._logits[tid]
         if rank is None:
-            rank = int((self._logits > logit).sum()) + 1
-        logprob = float(self._logprobs[tid])
+            rank = self._rank_of(logit)
+        value = float(logit)
+        logprob = value - self._lse
         return Candidate(
             token=self._vocab.decode_one(tid),
             id=tid,
-            logit=float(logit),
+            logit=value,
             prob=math.exp(logprob),
             logprob=logprob,
             rank=rank,
@@ -194,12 +204,13 @@ class NextToken:
 
         k = check_k(k, self.vocab_size)
         values, ids = torch.topk(self._logits, k)
-        # torch.topk's order among exact ties is unspecified: make it stable by id.
-        order = sorted(range(k), key=lambda i: (-float(values[i]), int(ids[i])))
+        # torch.topk's order among exact ties is unspecified: make it stable by id. Every
+        # token with a greater logit than one of the k is among the k, so ranks (1 + the
+        # number strictly greater) come from the k values alone.
+        pairs = sorted(zip(values.tolist(), ids.tolist()), key=lambda vi: (-vi[0], vi[1]))
         cands = []
-        for i in order:
-            tid, val = int(ids[i]), values[i]
-            rank = int((self._logits > val).sum()) + 1
+        for value, tid in pairs:
+            rank = 1 + sum(v > value for v, _ in pairs)
             cands.append(self._candidate(tid, rank))
         return TopK(cands, prompt=self.prompt, source=self)
 
@@ -214,7 +225,7 @@ class NextToken:
         return math.exp(self.logprob(token))
 
     def logprob(self, token: TokenLike) -> float:
-        return float(self._logprobs[self._id(token)])
+        return float(self._logits[self._id(token)]) - self._lse
 
     def entropy(self) -> float:
         """Shannon entropy of the next-token distribution, in nats."""
