@@ -148,6 +148,14 @@ def samples(ctx: Context, label: str, probe, hf) -> None:
                    note="what batching can gain at most on this machine"))
 
 
+def _cache_kw(hf, cache) -> dict:
+    """The cache under the keyword this transformers version takes (``cache=`` since 5.2x)."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+    return {name: cache}
+
+
 def _hf_cached_step(hf, x: torch.Tensor, rows: int, repeats: int) -> Timing:
     """One cached decoding step of HF's model for ``rows`` rows (after an 8-token prefill)."""
     from transformers import DynamicCache
@@ -157,12 +165,12 @@ def _hf_cached_step(hf, x: torch.Tensor, rows: int, repeats: int) -> Timing:
     def setup():
         cache = DynamicCache(config=hf.config)
         with torch.no_grad():
-            out = hf(x.expand(rows, -1), past_key_values=cache, use_cache=True)
-        state.update(cache=cache, tok=out.logits[:, -1:].argmax(-1))
+            out = hf(x.expand(rows, -1), use_cache=True, **_cache_kw(hf, cache))
+        state.update(kw=_cache_kw(hf, cache), tok=out.logits[:, -1:].argmax(-1))
 
     def step():
         with torch.no_grad():
-            hf(state["tok"], past_key_values=state["cache"], use_cache=True)
+            hf(state["tok"], use_cache=True, **state["kw"])
 
     return measure(step, setup=setup, repeats=max(3, repeats))
 
@@ -177,9 +185,10 @@ def steps(ctx: Context, label: str, probe, hf) -> None:
     def hf_steps():
         cache = DynamicCache(config=hf.config)
         with torch.no_grad():
-            tok = hf(x, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+            kw = _cache_kw(hf, cache)
+            tok = hf(x, use_cache=True, **kw).logits[:, -1:].argmax(-1)
             for _ in range(n):
-                tok = hf(tok, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+                tok = hf(tok, use_cache=True, **kw).logits[:, -1:].argmax(-1)
 
     def bridge_steps():
         cache = DynamicCache(config=hf.config)

@@ -63,10 +63,13 @@ class BridgeBackend:
         """The plain HF model for a forward without hooks, or None (then use the bridge)."""
         from .twin import TwinCache, hooks_attached
 
-        if not self.use_twin or hooks_attached(self.model):
+        if not self.use_twin:
             return None
         if self._twins is None:
             self._twins = TwinCache(self.model)
+            self._modules = list(self.model.modules())
+        if hooks_attached(self.model, self._modules):
+            return None
         return self._twins.get()
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None,

@@ -15,6 +15,8 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
+import math
+
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Protocol, Sequence
@@ -91,10 +93,14 @@ class Engine:
     """Runs forwards for a backend, batched and cached."""
 
     def __init__(self, backend: Any, *, pad_id: int, max_batch_tokens: int = 4096,
-                 max_batch_logits: int = 64 * 1024 * 1024, cache_bytes: int = 512 * 1024 * 1024):
+                 max_batch_logits: int = 64 * 1024 * 1024, cache_bytes: int = 512 * 1024 * 1024,
+                 forward_cost_tokens: int = 32):
         self.backend = backend
         self.pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens
+        # What one extra forward costs, in padded tokens (on a 2-core CPU and GPT-2
+        # small a forward's fixed part, mostly reading the weights, is ~32 tokens of work)
+        self.forward_cost_tokens = forward_cost_tokens
         self.max_batch_logits = max_batch_logits  # float32 elements in one logits tensor
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
@@ -165,23 +171,56 @@ class Engine:
         return out  # type: ignore[return-value]
 
     def _groups(self, reqs: list[_Request]) -> Iterable[list[_Request]]:
-        """Length-sorted groups: bounded tokens, bounded logits, padding waste <= ~30%."""
+        """Length-sorted groups that minimise padded tokens plus a cost per forward.
+
+        A forward costs its padded tokens (rows x longest) plus ``forward_cost_tokens``
+        (reading every weight once, Python overhead): many tiny groups waste the
+        second, a few wide ones the first. Dynamic programming over the distinct
+        lengths (longest first) picks the split; a span too large for
+        ``max_batch_tokens`` / ``max_batch_logits`` is cut into chunks that fit.
+        """
         reqs = sorted(reqs, key=lambda r: len(r.ids), reverse=True)
-        vocab = self.backend.vocab_size
-        group: list[_Request] = []
+        buckets: list[list[_Request]] = []
         for req in reqs:
-            if group:
-                longest = len(group[0].ids)
-                keep = max(max(r.keep for r in group), req.keep)
-                fits = ((len(group) + 1) * longest <= self.max_batch_tokens
-                        and (len(group) + 1) * keep * vocab <= self.max_batch_logits
-                        and len(req.ids) >= 0.7 * longest)
-                if not fits:
-                    yield group
-                    group = []
-            group.append(req)
-        if group:
-            yield group
+            if buckets and len(buckets[-1][0].ids) == len(req.ids):
+                buckets[-1].append(req)
+            else:
+                buckets.append([req])
+        vocab = self.backend.vocab_size
+        n = len(buckets)
+        bucket_keep = [max(r.keep for r in bucket) for bucket in buckets]
+        best = [0.0] + [math.inf] * n  # best[j]: cost of buckets[:j]
+        cut = [0] * (n + 1)
+        for j in range(1, n + 1):
+            rows = keep = 0
+            for i in range(j - 1, max(-1, j - 1 - self._SPAN), -1):  # span buckets[i:j]
+                rows += len(buckets[i])
+                keep = max(keep, bucket_keep[i])
+                longest = len(buckets[i][0].ids)
+                forwards = math.ceil(rows / self._rows_per_forward(longest, keep, vocab))
+                cost = best[i] + rows * longest + self.forward_cost_tokens * forwards
+                if cost < best[j]:
+                    best[j], cut[j] = cost, i
+        spans = []
+        j = n
+        while j > 0:
+            spans.append((cut[j], j))
+            j = cut[j]
+        for i, j in reversed(spans):
+            span = [r for bucket in buckets[i:j] for r in bucket]
+            longest = len(span[0].ids)
+            keep = max(r.keep for r in span)
+            size = self._rows_per_forward(longest, keep, vocab)
+            chunks = math.ceil(len(span) / size)
+            size = math.ceil(len(span) / chunks)  # even chunks
+            for k in range(0, len(span), size):
+                yield span[k:k + size]
+
+    _SPAN = 64  # distinct lengths one group may span (more would pad heavily anyway)
+
+    def _rows_per_forward(self, longest: int, keep: int, vocab: int) -> int:
+        return max(1, min(self.max_batch_tokens // longest,
+                          self.max_batch_logits // max(1, keep * vocab)))
 
     @torch.no_grad()
     def _run(self, group: list[_Request], intervention: Intervention | None) -> list[torch.Tensor]:

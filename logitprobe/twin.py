@@ -74,13 +74,18 @@ def _unwrap(module: torch.nn.Module, component: type, memo: dict[int, torch.nn.M
     return clone
 
 
-def _fingerprint(bridge: Any) -> tuple:
+def _slots(bridge: Any) -> list[tuple[dict, str]]:
+    """Every (module._parameters, name) of the bridge: where a Parameter can be replaced."""
+    return [(m._parameters, name) for m in bridge.modules() for name in m._parameters]
+
+
+def _fingerprint(bridge: Any, slots: list[tuple[dict, str]]) -> tuple:
     # Replacing a Parameter object (weight processing, compatibility mode) changes the
     # ids; an in-place edit (``with torch.no_grad(): w.mul_(0)``) bumps a version counter
     # (GPT-2's bridge keeps its own copies of the q/k/v weights, so the twin may no
     # longer match it). Edits through ``.data`` bypass both: rebuild by hand then.
-    params = list(bridge.parameters())
-    return (tuple(id(p) for p in params), tuple(p._version for p in params),
+    params = [d[name] for d, name in slots]
+    return (tuple(map(id, params)), tuple(p._version for p in params if p is not None),
             bool(getattr(bridge, "compatibility_mode", False)),
             bool(getattr(bridge, "_weights_processed", False)))
 
@@ -135,26 +140,31 @@ def _foreign_hooks(module: torch.nn.Module) -> bool:
     # Any hook on a hook point counts (TransformerLens wraps the user's function in its
     # own closure); elsewhere, the hooks that TransformerLens and transformers install
     # on their own modules (the bridge's activation capture, output recording) do not.
+    d = module.__dict__
+    if not (d.get("_forward_hooks") or d.get("_forward_pre_hooks") or d.get("_backward_hooks")
+            or d.get("_backward_pre_hooks")):
+        return False
     if type(module).__name__ == "HookPoint":
-        return any(getattr(module, name, None) for name in _FORWARD_HOOKS)
+        return True
     for name in _FORWARD_HOOKS:
-        for fn in (getattr(module, name, None) or {}).values():
+        for fn in (d.get(name) or {}).values():
             owner = getattr(fn, "__module__", None) or ""
             if not owner.startswith(_OWN_HOOK_MODULES):
                 return True
     return False
 
 
-def hooks_attached(bridge: Any) -> bool:
+def hooks_attached(bridge: Any, modules: list[torch.nn.Module] | None = None) -> bool:
     """Whether a hook that can change the output is attached anywhere on the bridge.
 
     A user's hook (``add_hook``, ``hooks()``, ``run_with_hooks``, a raw PyTorch hook)
     or an intervention's; the bridge's own activation-capture hooks do not count.
+    ``modules``: ``list(bridge.modules())`` if already at hand (walking costs ~1 ms).
     """
     if torch.nn.modules.module._global_forward_hooks or \
             torch.nn.modules.module._global_forward_pre_hooks:
         return True
-    return any(_foreign_hooks(m) for m in bridge.modules())
+    return any(_foreign_hooks(m) for m in (modules if modules is not None else bridge.modules()))
 
 
 class TwinCache:
@@ -162,13 +172,18 @@ class TwinCache:
 
     def __init__(self, bridge: Any):
         self.bridge = bridge
+        self._slots = _slots(bridge)
         self._twin: torch.nn.Module | None = None
         self._key: tuple | None = None
         self.reason: str | None = None  # why there is none, once refused
 
+    def rebuild(self) -> None:
+        """Forget the twin (after editing weights through ``.data``, which no check sees)."""
+        self._slots, self._key, self._twin = _slots(self.bridge), None, None
+
     def get(self) -> torch.nn.Module | None:
         """The twin, or None when the bridge has none (``reason`` says why)."""
-        key = _fingerprint(self.bridge)
+        key = _fingerprint(self.bridge, self._slots)
         if key != self._key:
             self._key, self._twin, self.reason = key, None, None
             try:
