@@ -31,6 +31,12 @@ class Timing:
         return cls(statistics.median(samples), min(samples), max(samples), len(samples))
 
 
+def sync() -> None:
+    """Wait for queued GPU work (timings on CUDA must include it)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def measure(fn: Callable[[], Any], *, repeats: int, warmup: int = 1,
             setup: Callable[[], Any] | None = None) -> Timing:
     """Median/min/max wall time of ``fn()`` over ``repeats`` runs (``setup`` untimed)."""
@@ -43,8 +49,10 @@ def measure(fn: Callable[[], Any], *, repeats: int, warmup: int = 1,
         if setup:
             setup()
         gc.collect()
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         samples.append(time.perf_counter() - start)
     return Timing.of(samples)
 

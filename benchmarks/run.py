@@ -32,14 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="benchmark modules to run")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.only or []) - set(MODULES))
+    if unknown:
+        parser.error(f"--only {' '.join(unknown)}: unknown benchmark module(s); choose from "
+                     f"{', '.join(MODULES)}")
     repeats = args.repeats or (1 if args.smoke else 5)
     ctx = Context(smoke=args.smoke, device=args.device, repeats=repeats)
     start = time.time()
     for name in args.only or MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
+        module = importlib.import_module(name)
+        print(f"[{time.time() - start:6.0f} s] {name} ...", file=sys.stderr, flush=True)
         module.run(ctx)
     meta = {
         "logitprobe": logitprobe.__version__,

@@ -42,7 +42,12 @@ import logitprobe
 probe = logitprobe.load(sys.argv[1], device=sys.argv[2])
 probe.next_token("Hello")
 elapsed = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: this process's own peak RSS (ru_maxrss carries the parent's peak across fork+exec)
+try:
+    status = open("/proc/self/status").read()
+    peak = int(status.split("VmHWM:")[1].split()[0]) / 1024
+except (OSError, IndexError):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"seconds": elapsed, "peak_mb": peak}))
 """
 

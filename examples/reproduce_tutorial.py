@@ -75,7 +75,7 @@ def run(model: str, out: Path, token: str, seed: int) -> list[Path]:
     direct_shifted = torch.exp(shifted) / torch.exp(shifted).sum()
     print(f"after adding 100 to every logit: exp overflows to inf, direct softmax gives "
           f"{int(torch.isnan(direct_shifted).sum())} NaNs; F.softmax still matches: "
-          f"{torch.allclose(F.softmax(shifted, -1), fifth.probs, atol=1e-6)}")
+          f"{torch.allclose(F.softmax(shifted, -1), F.softmax(raw, -1), atol=1e-6)}")
     print(f"log-softmax keeps tiny probabilities: smallest prob {float(fifth.probs.min()):.3g}, "
           f"its log-prob {float(fifth.logprobs.min()):.2f}")
     figures.append(save(plot_softmax_panels(fifth), out, "softmax_panels"))

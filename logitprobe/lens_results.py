@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Sequence, Union
 import torch
 
 from .errors import InvalidArgument
-from .results import Candidate, NextToken, TopK, _shorten
+from .results import Candidate, NextToken, TopK, _shorten, log_softmax
 
 if TYPE_CHECKING:
     from .tokens import Vocabulary
@@ -32,7 +32,7 @@ class LensResult:
                  token_ids: Sequence[int], position: int, labels: Sequence[str],
                  depths: Sequence[float], tracked: Sequence[int], k: int):
         self._logits = logits.detach().to(torch.float32)
-        self._logprobs = torch.log_softmax(self._logits, dim=-1)
+        self._logprobs = log_softmax(self._logits)
         self._vocab = vocab
         self.prompt = prompt
         self.token_ids = tuple(token_ids)

@@ -10,7 +10,7 @@ import torch
 from .backends import backend_for
 from .engine import Engine, Stats
 from .errors import InvalidArgument, PromptError
-from .results import NextToken, Score, TokenScore
+from .results import NextToken, Score, TokenScore, log_softmax
 from .generation import GenerationMixin
 from .interventions.use import InterventionMixin
 from .lens import LensMixin
@@ -183,7 +183,7 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
 
     def _score(self, prompt: str, cont: str, cids: list[int], logits: torch.Tensor) -> Score:
         # logits: [len(cids), vocab]; row j predicts cids[j].
-        logprobs = torch.log_softmax(logits, dim=-1)
+        logprobs = log_softmax(logits)
         target = torch.tensor(cids)
         rows = torch.arange(len(cids))
         chosen = logits[rows, target]

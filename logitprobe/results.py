@@ -55,6 +55,16 @@ class Candidate:
         return f"{self.token!r} (rank {self.rank}, p={self.prob:.4g})"
 
 
+def log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """``logits - logsumexp(logits)`` over the last axis.
+
+    torch's float32 CPU ``log_softmax`` can be off by ~1e-5 on a 50k vocabulary
+    (SmolLM2: -1.881648 where float64 gives -1.881660); ``logsumexp`` is not, and
+    every log-probability logitprobe reports is computed this one way.
+    """
+    return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+
+
 def format_table(rows: Sequence[Candidate], *, marked: int | None = None) -> str:
     """``rank | token | id | logit | prob`` table; the row whose id is ``marked`` gets ``>``."""
     header = f"  {'rank':>6} | {'token':<20} | {'id':>7} | {'logit':>9} | {'prob':>8}"
@@ -152,7 +162,7 @@ class NextToken:
 
     @cached_property
     def _logprobs(self) -> torch.Tensor:
-        return torch.log_softmax(self._logits, dim=-1)
+        return log_softmax(self._logits)
 
     @cached_property
     def _lse(self) -> float:
