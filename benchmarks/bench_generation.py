@@ -16,29 +16,13 @@
 
 from __future__ import annotations
 
-import gc
-import time
-
 import torch
 
 import logitprobe
-from common import Context, Result, Timing, measure, ratio
+from common import Context, Result, Timing, interleaved, measure, ratio
 from subjects import gpt2_dir
 
 PROMPT = "The capital of France is Paris. The capital of Germany"
-
-
-def _interleaved(fns: dict, repeats: int) -> dict[str, tuple[Timing, object]]:
-    """Time ``fns`` in turns after one warm-up round (load drift hits all alike)."""
-    results = {name: fn() for name, fn in fns.items()}
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            gc.collect()
-            start = time.perf_counter()
-            results[name] = fn()
-            samples[name].append(time.perf_counter() - start)
-    return {name: (Timing.of(samples[name]), results[name]) for name in fns}
 
 
 def _subjects(ctx: Context) -> dict[str, tuple]:
@@ -99,7 +83,7 @@ def greedy(ctx: Context, label: str, probe, hf) -> None:
                 tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
         return tokens[0, x.shape[1]:].tolist()
 
-    res = _interleaved({"ours": ours, "hf": hf_generate}, ctx.repeats)
+    res = interleaved({"ours": ours, "hf": hf_generate}, ctx.repeats)
     (t_ours, tok_ours), (t_hf, tok_hf) = res["ours"], res["hf"]
     tut: list = []
     t_tut = measure(lambda: tut.append(tutorial()), repeats=1, warmup=0)  # slow; model warm
@@ -131,7 +115,7 @@ def samples(ctx: Context, label: str, probe, hf) -> None:
         return [probe.generate(prompt, max_new_tokens=new, do_sample=True, n=1, seed=s,
                                stop_at_eos=False) for s in range(part)]
 
-    res = _interleaved({"batched": batched, "separate": separate}, max(1, ctx.repeats // 2))
+    res = interleaved({"batched": batched, "separate": separate}, max(1, ctx.repeats // 2))
     t_batch = res["batched"][0]
     t_part = res["separate"][0]
     scale = n / part
@@ -203,7 +187,7 @@ def steps(ctx: Context, label: str, probe, hf) -> None:
         for _ in range(n):
             logits = dec.step(logits.argmax(-1))
 
-    res = _interleaved({"hf": hf_steps, "bridge": bridge_steps, "decoder": decoder_steps},
+    res = interleaved({"hf": hf_steps, "bridge": bridge_steps, "decoder": decoder_steps},
                        ctx.repeats)
     g = f"cached step ({label})"
     per = lambda t: Timing(*(v / (n + 1) for v in (t.median, t.min, t.max)), t.runs)  # noqa: E731

@@ -16,17 +16,15 @@ Targets: naive / suite >= 5x, suite / bare <= 1.3x.
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import random
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 import logitprobe
-from common import Context, Result, Timing, measure, ratio
+from common import Context, Result, Timing, interleaved, measure, ratio
 from subjects import gpt2_dir, prompts
 
 TOKENS = [" the", " a", " and", " is", " coffee", " Paris"]
@@ -42,20 +40,6 @@ def _suite_text(ps: list[str], vocab_size: int) -> str:
                      f"    prob_at_least: [{b!r}, 0.0]\n"
                      f"    entropy_at_most: 20.0\n")
     return "".join(lines)
-
-
-def _interleaved(fns: list, setup, repeats: int) -> list[Timing]:
-    """Time ``fns`` round-robin (after one warm-up round), so all see the same machine load."""
-    samples: list[list[float]] = [[] for _ in fns]
-    for round_ in range(repeats + 1):
-        for i, fn in enumerate(fns):
-            setup()
-            gc.collect()
-            start = time.perf_counter()
-            fn()
-            if round_:
-                samples[i].append(time.perf_counter() - start)
-    return [Timing.of(s) for s in samples]
 
 
 def run(ctx: Context) -> None:
@@ -121,8 +105,9 @@ def run(ctx: Context) -> None:
     library()
     forwards = (probe.stats - mark).forwards
     with contextlib.redirect_stdout(io.StringIO()):  # pytest's own report
-        t_bare, t_lib, t_py = _interleaved([bare, library, under_pytest], probe.clear_cache,
-                                           ctx.repeats)
+        res = interleaved({"bare": bare, "library": library, "pytest": under_pytest},
+                          ctx.repeats, setup=probe.clear_cache)
+    t_bare, t_lib, t_py = (res[k][0] for k in ("bare", "library", "pytest"))
 
     g = "suite"
     ctx.add(Result(g, f"{n} YAML cases, one HF forward each (scaled from {len(sample)})",

@@ -57,6 +57,28 @@ def measure(fn: Callable[[], Any], *, repeats: int, warmup: int = 1,
     return Timing.of(samples)
 
 
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
+                setup: Callable[[], Any] | None = None) -> dict[str, tuple[Timing, Any]]:
+    """Time ``fns`` in turns after one warm-up round, so all see the same machine load.
+
+    Returns each function's timing and its last result.
+    """
+    results: dict[str, Any] = {}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            if setup:
+                setup()
+            gc.collect()
+            sync()
+            start = time.perf_counter()
+            results[name] = fn()
+            sync()
+            if round_:
+                samples[name].append(time.perf_counter() - start)
+    return {name: (Timing.of(samples[name]), results[name]) for name in fns}
+
+
 @dataclass
 class Result:
     """One benchmark line: a figure, or a ratio of two figures measured together."""
