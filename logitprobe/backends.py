@@ -60,6 +60,11 @@ class BridgeBackend:
     def device(self) -> torch.device:
         return next(iter(self.model.original_model.parameters())).device
 
+    def rebuild_twin(self) -> None:
+        """Rebuild the plain twin before its next use (after editing weights through ``.data``)."""
+        if self._twins is not None:
+            self._twins.rebuild()
+
     def twin(self) -> torch.nn.Module | None:
         """The plain HF model for a forward without hooks, or None (then use the bridge)."""
         from .twin import TwinCache, hooks_attached

@@ -109,3 +109,11 @@ def test_edited_or_processed_weights_rebuild_or_refuse_the_twin(private_tiny):
     gen = probe.generate(PROMPTS[0], max_new_tokens=5)
     full = probe.engine.logits([probe.encode(PROMPTS[0]) + list(gen.token_ids[:-1])], 5)[0]
     assert list(gen.token_ids) == full.argmax(-1).tolist()
+
+
+def test_rebuild_twin_after_an_edit_through_data(private_tiny):
+    probe = private_tiny
+    first = probe.backend.twin()
+    probe.backend.rebuild_twin()
+    second = probe.backend.twin()
+    assert second is not None and second is not first
