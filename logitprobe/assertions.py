@@ -19,12 +19,12 @@ with a :class:`~logitprobe.TokenError`: they would pass whatever the model says.
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from ._evidence import (LogitAssertionError, Target, better_spelling, describe, join_hints,
-                        prompt_line, require_single, resolve, several_tokens_hint, short, table)
+from ._checks import ROWS, _check, _k, _nt, _number, _rank, _report, _several, _target
+from ._evidence import (LogitAssertionError, better_spelling, describe, join_hints,
+                        require_single, short)
 from .errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -49,79 +49,6 @@ __all__ = [
     "assert_rank_at_least",
     "assert_rank_at_most",
 ]
-
-F = TypeVar("F", bound=Callable[..., Any])
-ROWS = 10  # rows of the evidence table beyond what a check needs
-
-
-def _check(fn: F) -> F:
-    """Raise argument errors and failures from the caller's line (library frames hidden)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        try:
-            return fn(*args, **kwargs)
-        except (InvalidArgument, LogitAssertionError) as exc:
-            raise exc.with_traceback(None) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-# -- argument checks ---------------------------------------------------------------------
-def _nt(value: Any, name: str = "nt") -> NextToken:
-    from .results import NextToken, TopK
-
-    if isinstance(value, NextToken):
-        return value
-    if isinstance(value, TopK):
-        raise InvalidArgument(f"{name}={value!r}: pass the NextToken itself "
-                              "(probe.next_token(prompt)), not its .top(k)")
-    raise InvalidArgument(f"{name}={short(repr(value), 60)}: expected a NextToken from "
-                          f"probe.next_token(prompt), not {type(value).__name__}")
-
-
-def _number(value: Any, name: str, *, low: float | None = None, high: float | None = None,
-            example: str) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    if ok and (low is None or value >= low) and (high is None or value <= high):
-        return float(value)
-    bounds = {(None, None): "a number", (0.0, None): "a number >= 0",
-              (None, 0.0): "a number <= 0 (a log-probability)",
-              (0.0, 1.0): "a number between 0 and 1"}.get((low, high), "a number")
-    raise InvalidArgument(f"{name}={value!r}: `{name}` must be {bounds} (try {example})")
-
-
-def _rank(value: Any, name: str, vocab_size: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= vocab_size:
-        raise InvalidArgument(f"{name}={value!r}: `{name}` must be an int between 1 and "
-                              f"{vocab_size} (try {name}=10)")
-    return value
-
-
-def _k(value: Any, vocab_size: int) -> int:
-    from .tokens import check_k
-
-    return check_k(value, vocab_size)
-
-
-def _target(nt: NextToken, token: Any, name: str = "token") -> Target:
-    return resolve(nt._vocab, token, name=name)
-
-
-def _report(nt: NextToken, *, rows: int, marked: list[int], cut: int | None = None) -> str:
-    return prompt_line(nt) + "\n" + table(nt, k=min(max(rows, ROWS), 25), marked=marked, cut=cut)
-
-
-def _several(nt: NextToken, target: Target, what: str) -> LogitAssertionError:
-    """The failure of a positive check on a string of several tokens."""
-    return LogitAssertionError(
-        f"{target.label()} is {len(target.pieces)} tokens, so it cannot be {what} after "
-        f"{short(nt.prompt, 80)}",
-        _report(nt, rows=ROWS, marked=[target.pieces[0]]),
-        join_hints(better_spelling(nt, nt._vocab, target, None),
-                   several_tokens_hint(nt, nt._vocab, target)))
-
 
 # -- top-k and rank ----------------------------------------------------------------------
 @_check
