@@ -35,7 +35,7 @@ except ImportError:
                 "run `make test-tl3`", allow_module_level=True)
 
 import logitprobe  # noqa: E402
-from logitprobe.errors import LogitProbeError, PromptError  # noqa: E402
+from logitprobe.errors import InvalidArgument, LogitProbeError, PromptError  # noqa: E402
 from logitprobe.interventions import Scale, SetLogit, Steer, ZeroAblate  # noqa: E402
 
 # TransformerLens 3.9 warns on every HookedTransformer construction that 4.0 removes it.
@@ -96,6 +96,16 @@ def test_probe_reports_the_model(probe, ht):
     assert (probe.vocab_size, probe.n_layers, probe.n_ctx) == (ht.cfg.d_vocab_out, 2, N_CTX)
     assert probe.device == torch.device("cpu")
     assert "layers=2" in repr(probe)
+
+
+def test_a_model_without_tokenizer_needs_one(ht):
+    with torch.random.fork_rng(devices=[]):
+        bare = HookedTransformer(HookedTransformerConfig(**ARCHITECTURES["gpt2-like"], seed=0,
+                                                         device="cpu"))
+    with pytest.raises(InvalidArgument, match="tokenizer=None"):
+        logitprobe.Probe(bare)
+    probe = logitprobe.Probe(bare, tokenizer=ht.tokenizer)
+    assert probe.encode("a") == ht.to_tokens("a")[0].tolist()
 
 
 def test_bos_follows_the_models_default_prepend_bos(ht, tiny_gpt2_dir):
