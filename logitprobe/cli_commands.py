@@ -169,9 +169,10 @@ def plot(args: argparse.Namespace) -> str:
     out = Path(args.out)
     formats = sorted(FigureCanvasBase.get_supported_filetypes())  # png, svg, pdf, ...
     if out.suffix[1:].lower() not in formats:
-        raise InvalidArgument(f"--out={_short(args.out)}: the extension picks the figure format; "
-                              f"use one of {', '.join('.' + f for f in formats)} "
-                              f"(e.g. --out logits.png)")
+        given = repr(out.suffix) if out.suffix else "no extension"
+        raise InvalidArgument(f"--out={_short(args.out)}: {given} is not a figure format (the "
+                              f"extension picks it); use one of "
+                              f"{', '.join('.' + f for f in formats)} (e.g. --out logits.png)")
     if args.kind == "top-k" and len(args.highlight) > 1:
         raise InvalidArgument(f"--highlight={_short(args.highlight)}: the top-k plot marks one "
                               f"token; pass one, or use --kind logits to mark several")
