@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--traceback", action="store_true",
-                        help=f"print the full traceback of an unexpected error (or set {TRACEBACK_ENV}=1)")
+                        help=f"print the full traceback of an unexpected error "
+                             f"(or set {TRACEBACK_ENV}=1)")
     sub = _Subcommands(parser.add_subparsers(dest="command"))
 
     p = sub.add_parser("top", help="the k most likely next tokens after a prompt")
@@ -264,8 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         first = (str(exc).strip().splitlines() or [""])[0]
         first = first if len(first) <= 300 else first[:299] + "…"
-        message = (f"unexpected {type(exc).__name__}: {first} (rerun with --traceback or "
-                   f"{TRACEBACK_ENV}=1 for the full traceback)")
+        message = (f"unexpected {type(exc).__name__}{': ' + first if first else ''} (rerun with "
+                   f"--traceback or {TRACEBACK_ENV}=1 for the full traceback)")
         return _report_error(type(exc).__name__, message, code, as_json=as_json)
     return EXIT_OK
 

@@ -1,10 +1,20 @@
-"""The command line, on the tiny GPT-2 (the embedded model is exercised by `make demo`)."""
+"""The command line, on the tiny GPT-2; the examples of docs/cli.md run on the embedded SmolLM2."""
 
 import json
+import math
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from logitprobe import cli, cli_commands
 from logitprobe.cli import main
+from logitprobe.results import format_table
 
 
 def test_top_prints_a_table(tiny_gpt2_dir, tiny, capsys):
@@ -117,18 +127,6 @@ def test_run_a_behaviour_file(tiny_gpt2_dir, tiny, tmp_path, capsys):
 
 # --- Exit codes, JSON errors, strict JSON (issue 12) -------------------------------------------
 
-import math  # noqa: E402
-import re  # noqa: E402
-import shlex  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from logitprobe import cli, cli_commands  # noqa: E402
-from logitprobe.results import format_table  # noqa: E402
-
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
 
@@ -219,7 +217,14 @@ def test_json_error_for_an_unexpected_error(monkeypatch, capsys):
     assert cli.main(["score", "a", "b", "--json"]) == 4
     error = _strict(capsys.readouterr().out)["error"]
     assert error["type"] == "ZeroDivisionError" and error["exit_code"] == 4
-    assert "--traceback" in error["message"]
+    assert error["message"] == ("unexpected ZeroDivisionError: division by zero (rerun with "
+                                "--traceback or LOGITPROBE_TRACEBACK=1 for the full traceback)")
+    def out_of_memory(args):
+        raise MemoryError
+
+    monkeypatch.setitem(cli_commands.COMMANDS, "score", out_of_memory)
+    assert cli.main(["score", "a", "b"]) == 4
+    assert capsys.readouterr().err.startswith("logitprobe: error: unexpected MemoryError (rerun")
 
 
 def test_check_failed_exits_1_with_the_json_report(tiny_gpt2_dir, tiny, tmp_path, capsys):
@@ -361,8 +366,8 @@ def test_generate_table_shortens_long_tokens(tiny_gpt2_dir, tiny, monkeypatch, c
 # --- docs/cli.md stays true ------------------------------------------------------------------------
 
 _SECTION = re.compile(r"^## `logitprobe (\w+)`$", re.M)
-_EXAMPLE = re.compile(r"```bash\n(logitprobe [^\n]*?--json)(?:\s+# exits (\d))?\n```\s*\n```json\n(.*?)```",
-                      re.S)
+_EXAMPLE = re.compile(r"```bash\n(logitprobe [^\n]*?--json)(?:\s+# exits (\d))?\n```\s*\n"
+                      r"```json\n(.*?)```", re.S)
 _FILE = re.compile(r"^`([\w.]+\.ya?ml)`:\n\n```yaml\n(.*?)```", re.S | re.M)
 
 
@@ -379,7 +384,7 @@ def test_docs_cover_every_subcommand():
 
 
 def _starts_like(shown, real, where="$"):
-    """The documented output is the real one, shortened (lists cut, floats rounded, strings cut at …)."""
+    """The documented output is the real one, shortened: lists cut, floats rounded, strings cut at …"""
     if isinstance(shown, dict):
         assert list(shown) == list(real), f"{where}: keys {list(shown)} != {list(real)}"
         for k in shown:
@@ -399,6 +404,11 @@ def _starts_like(shown, real, where="$"):
 def test_docs_examples_are_real_output(smol, tmp_path, monkeypatch, capsys):
     text = DOCS.read_text()
     monkeypatch.chdir(tmp_path)
+    # Every example runs on --model smollm2: reuse the session's copy instead of loading it 9 times.
+    load = cli_commands._load
+    monkeypatch.setattr(cli_commands, "_load",
+                        lambda args: smol if (args.model, args.prepend_bos) == ("smollm2", "auto")
+                        else load(args))
     for name, body in _FILE.findall(text):
         Path(name).write_text(body)
     examples = _EXAMPLE.findall(text)
