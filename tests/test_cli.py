@@ -1,15 +1,17 @@
 """The command line, on the tiny GPT-2; the examples of docs/cli.md run on the embedded SmolLM2."""
 
+import io
 import json
 import math
 import re
 import shlex
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logitprobe import cli, cli_commands
@@ -280,6 +282,30 @@ def test_json_converter_round_trips_any_value_strictly(value):
         return a == b and type(a) is type(b)
 
     assert same(value, back)
+
+
+# Any text, with lone surrogates (undecodable argv bytes), spaces and control characters often.
+# (st.text never draws surrogates, so the characters are joined by hand.)
+_text = st.lists(st.characters() | st.sampled_from(["\udcff", "\ud800", " ", "\x16", "-"]),
+                 max_size=12).map("".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(command=st.sampled_from(["top", "rank", "score", "lens", "sample", "generate"]),
+       prompt=_text, tokens=st.lists(_text, min_size=1, max_size=2), number=st.integers(-3, 2000))
+def test_any_text_arguments_exit_0_or_2(tiny, command, prompt, tokens, number):
+    """Whatever the user types, the CLI answers or names the problem (never a crash, exit 4)."""
+    argv = {"top": ["top", prompt, "-k", str(number)], "rank": ["rank", prompt, *tokens],
+            "score": ["score", prompt, tokens[0]], "lens": ["lens", prompt, *tokens, "-k", str(number)],
+            "sample": ["sample", prompt, "-n", str(number)],
+            "generate": ["generate", prompt, "--max-new-tokens", str(number % 5)]}[command]
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, redirect_stdout(out), redirect_stderr(err):
+        mp.setattr(cli_commands, "_load", lambda args: tiny)
+        code = cli.main([*argv, "--model", "tiny"])
+    assert code in (0, 2), (argv, err.getvalue())
+    if code == 2:
+        assert err.getvalue().count("logitprobe") and "unexpected" not in err.getvalue()
 
 
 # --- plot, text arguments, generate's table ------------------------------------------------------
