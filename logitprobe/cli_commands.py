@@ -32,18 +32,18 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _json(**data: Any) -> str:
-    """Strict JSON (RFC 8259): infinities and NaN are written as the strings in ``NONFINITE``."""
+    """Strict JSON (RFC 8259): infinities and NaN are written as the strings in ``_NONFINITE``."""
     return json.dumps(_jsonable(data), indent=2, allow_nan=False)
 
 
 # How non-finite floats are written: a banned token's logit/log-probability is "-inf", the KL
 # divergence of a comparison that bans a likely token is "inf"; float(s) reads them back.
-NONFINITE = {math.inf: "inf", -math.inf: "-inf"}
+_NONFINITE = {math.inf: "inf", -math.inf: "-inf"}
 
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float):
-        return value if math.isfinite(value) else NONFINITE.get(value, "nan")
+        return value if math.isfinite(value) else _NONFINITE.get(value, "nan")
     if value is None or isinstance(value, (str, int)):
         return value
     if isinstance(value, dict):
