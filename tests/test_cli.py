@@ -427,6 +427,7 @@ def _starts_like(shown, real, where="$"):
         assert shown == real and type(shown) is type(real), f"{where}: {shown!r} != {real!r}"
 
 
+@pytest.mark.slow
 def test_docs_examples_are_real_output(smol, tmp_path, monkeypatch, capsys):
     text = DOCS.read_text()
     monkeypatch.chdir(tmp_path)
