@@ -21,7 +21,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import logitprobe
 from logitprobe import display, records
 from logitprobe._evidence import LogitAssertionError
 from logitprobe.errors import InvalidArgument
@@ -342,6 +341,7 @@ def test_progress_must_be_a_bool_or_callable(tiny, bad):
         tiny.next_token(["hello"], progress=bad)
 
 
-def test_html_escape_helper_agrees_with_stdlib():
-    assert display.token("<&>\"'") == f"<bdi>{html.escape(repr('<&>'+chr(34)+chr(39)))}</bdi>"
-    assert logitprobe.NextToken._repr_html_ is not None
+def test_token_cell_is_the_escaped_repr():
+    text = "<&>\"'\u202e"
+    assert display.token(text) == f"<bdi>{html.escape(repr(text), quote=True)}</bdi>"
+    assert "\u202e" not in display.token(text)
