@@ -142,6 +142,11 @@ def test_target_rows_are_highlighted():
     err = RESULTS[-1]
     lines = parse(err._repr_html_()).findall(".//span[@class='lp-marked']")
     assert [s.text for s in lines] == [f"> 7 | {HOSTILE[4]!r} | 0.0123"]
+    lens = RESULTS[6]  # tracks ids 10 and 3
+    highlighted = {span.find("bdi").text for span in parse(lens._repr_html_()).iter("span")
+                   if span.find("bdi") is not None}
+    in_tops = {repr(c.token) for top in lens.top() for c in top if c.id in (10, 3)}
+    assert in_tops and highlighted == in_tops
     nt_html = parse(display.next_token(RESULTS[0], marked=[3]))
     (row,) = nt_html.findall(".//tr[@class='lp-marked']")
     assert repr(HOSTILE[3]) in text_of(row)
