@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from ._evidence import short
 from ._safe_yaml import compose, construct, decode, duplicate_key
 from .errors import InvalidArgument
+from .interventions.serialize import from_dict
 
 __all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Suite", "load_suite",
            "parse_suite"]
@@ -241,6 +242,11 @@ def _case(raw: Any, index: int, line: int | None, source: str) -> Case:
                                                           for x in interventions):
             raise BehaviourFileError(f"{where}: `interventions` must be a list of mappings "
                                      f"(one per intervention), not {short(interventions, 80)}")
+        for i, item in enumerate(interventions):
+            try:  # kind, fields, `to=` expressions, positions: all checked without a model
+                from_dict(item, where=f"{where}: interventions[{i}]")
+            except InvalidArgument as exc:
+                raise BehaviourFileError(str(exc)) from None
         interventions = tuple(interventions) or None
     marks = {}
     for key in ("skip", "xfail"):

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ._schema import SPECS, BehaviourFileError, Case, Expectation, Suite, load_suite, parse_suite
-from .errors import InvalidArgument
+from .errors import LogitProbeError
 
 __all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Prefetched", "Suite",
            "check_case", "load_suite", "parse_suite", "prefetch", "queries", "run_suite"]
@@ -136,7 +136,10 @@ def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> Non
     ikey = _ikey(case.interventions)
     iv = None if case.interventions is None else list(case.interventions)
     # Take every result the case needs first, so each prefetched one is released.
-    got = {q: _run(probe, case, q, results) for q in dict.fromkeys(queries(case))}
+    try:
+        got = {q: _run(probe, case, q, results) for q in dict.fromkeys(queries(case))}
+    except LogitProbeError as exc:  # a prompt too long for the model, an unknown hook, ...
+        raise _located(case, exc) from None
     subject = got.get(("next", case.prompt, case.position, ikey))
     failures: list[tuple[int, Expectation, Exception]] = []
     for n, exp in enumerate(case.expectations, 1):
@@ -154,7 +157,7 @@ def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> Non
             else:
                 score = got[("score", case.prompt, args["text"], ikey)]
                 helper(probe, case.prompt, args["text"], interventions=iv, score=score)
-        except (LogitAssertionError, InvalidArgument) as exc:
+        except LogitProbeError as exc:
             failures.append((n, exp, exc))
     if failures:
         raise _combined(case, failures)
@@ -173,10 +176,19 @@ def _combined(case: Case, failures: list[tuple[int, Expectation, Exception]]) ->
         if isinstance(exc, LogitAssertionError):
             return LogitAssertionError(f"{case.where}, {exp.name}: {exc.verdict}", exc.evidence,
                                        exc.hint)
-        return type(exc)(f"{case.where}, {exp.name}: {exc}")
+        return _located(case, exc, f", {exp.name}")
     names = ", ".join(exp.name for _, exp, _ in failures)
     return LogitAssertionError(f"{case.where}: {len(failures)} of {total} expectations failed "
                                f"({names})", "\n\n".join(blocks))
+
+
+def _located(case: Case, exc: Exception, what: str = "") -> Exception:
+    """``exc`` again, its message prefixed with the file and the case (same type when it can)."""
+    message = f"{case.where}{what}: {exc}"
+    try:
+        return type(exc)(message)
+    except Exception:  # noqa: BLE001 - an error type with another signature
+        return LogitProbeError(message)
 
 
 def run_suite(probe: Any, suite: Suite | str | Path) -> list[tuple[Case, Exception | None]]:
@@ -189,6 +201,6 @@ def run_suite(probe: Any, suite: Suite | str | Path) -> list[tuple[Case, Excepti
         try:
             check_case(probe, case, results)
             outcome.append((case, None))
-        except (AssertionError, InvalidArgument) as exc:
+        except (AssertionError, LogitProbeError) as exc:
             outcome.append((case, exc))
     return outcome
