@@ -29,11 +29,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ._evidence import short
 from ._schema import SPECS, BehaviourFileError, Case, Expectation, Suite, load_suite, parse_suite
 from .errors import LogitProbeError
 
 __all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Prefetched", "Suite",
-           "check_case", "load_suite", "parse_suite", "prefetch", "queries", "run_suite"]
+           "check_case", "load_suite", "parse_suite", "prefetch", "queries", "run_suite",
+           "token_problem"]
 
 
 # -- batching and checking ---------------------------------------------------------------
@@ -189,6 +191,43 @@ def _located(case: Case, exc: Exception, what: str = "") -> Exception:
         return type(exc)(message)
     except Exception:  # noqa: BLE001 - an error type with another signature
         return LogitProbeError(message)
+
+
+def token_problem(case: Case, counter: Any) -> str | None:
+    """What the model's tokenizer alone shows is wrong with ``case`` (None: nothing).
+
+    ``counter`` has ``n_ctx`` (or None), ``count(text) -> (plain, with_special)``
+    (token counts of a prompt without and with the special tokens the tokenizer
+    adds) and ``pieces(text) -> int``. A case is reported only when it fails
+    whichever BOS policy the model uses: no weights are needed, so pytest checks
+    this at collection (see ``logitprobe._yaml_items``).
+    """
+    n_ctx = counter.n_ctx
+    prompts = {case.prompt: "prompt"}
+    for exp in case.expectations:
+        if exp.spec.kind == "pair":
+            other = "prompt" if exp.name == "close_to" else "from"
+            prompts.setdefault(case.baseline_prompt(exp), f"{exp.name}: `{other}`")
+    for text, label in prompts.items():
+        plain, special = counter.count(text)
+        low, high = plain, max(special, plain + 1)  # the model may or may not add a BOS
+        if special == 0:
+            return (f"{case.where}: {label} {short(text, 80)} is 0 tokens for this model's "
+                    "tokenizer; give some text")
+        if n_ctx is not None and low > n_ctx:
+            return (f"{case.where}: {label} {short(text, 80)} is {special} tokens, longer than "
+                    f"the model's context of {n_ctx}; shorten it")
+        if not -high <= case.position < high:
+            return (f"{case.where}: position={case.position}: {label} {short(text, 80)} has "
+                    f"{special} tokens, so `position` must be in [{-special}, {special - 1}]")
+    for exp in case.expectations:
+        if exp.spec.kind == "score" and n_ctx is not None:
+            total = counter.count(case.prompt)[0] + counter.pieces(exp.get("text")) - 1
+            if total > n_ctx:
+                return (f"{case.where}: {exp.name}: the prompt and {short(exp.get('text'), 80)} "
+                        f"are {total + 1} tokens, longer than the model's context of {n_ctx}; "
+                        "shorten them")
+    return None
 
 
 def run_suite(probe: Any, suite: Suite | str | Path) -> list[tuple[Case, Exception | None]]:
