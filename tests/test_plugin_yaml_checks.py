@@ -70,8 +70,8 @@ def test_bad_intervention_is_a_collection_error(pytester, run_tiny):
           expect: {argmax: " coffee"}
         """))
     collection_error(run_tiny(), ["test_geo.logit.yaml, case 1 'boost': interventions[[]0]: "
-                                  "SetLogit: to='max+*2': expected a number, a name or '(' but got '*' "
-                                  "at column 5*"])
+                                  "SetLogit: to='max+*2': expected a number, a name or '(' "
+                                  "but got '*' at column 5*"])
 
 
 def test_token_checks_need_no_weights(pytester, tiny_gpt2_dir, tiny):
@@ -112,7 +112,8 @@ def test_token_checks_need_no_weights(pytester, tiny_gpt2_dir, tiny):
     result.stdout.fnmatch_lines(["FAILED test_geo.logit.yaml::fine - Failed: logitprobe: cannot*",
                                  "FAILED test_geo.logit.yaml::far - test_geo.logit.yaml, case 2*",
                                  "FAILED test_geo.logit.yaml::long - test_geo.logit.yaml, case 3*",
-                                 "FAILED test_geo.logit.yaml::greedy - test_geo.logit.yaml, case 4*"])
+                                 "FAILED test_geo.logit.yaml::greedy - test_geo.logit.yaml, "
+                                 "case 4*"])
 
 
 def test_run_time_errors_name_file_and_case(pytester, run_tiny):

@@ -272,7 +272,8 @@ def test_token_problems_found_without_weights():
         token_problem(case, Counter(10)))
     case = one_case("- {name: c, prompt: ' ', expect: {argmax: ' y'}}\n")
     assert "prompt ' ' is 0 tokens" in token_problem(case, Counter(10))
-    case = one_case("- {name: c, prompt: 'a b', expect: {close_to: {prompt: 'a b c d e', tv: 1}}}\n")
+    case = one_case("- {name: c, prompt: 'a b',\n"
+                    "   expect: {close_to: {prompt: 'a b c d e', tv: 1}}}\n")
     assert "close_to: `prompt` 'a b c d e' is 5 tokens, longer than the model's context of 4" in (
         token_problem(case, Counter(4)))
     case = one_case("- {name: c, prompt: 'a b', expect: {greedy_starts_with: 'c d e'}}\n")
