@@ -29,11 +29,12 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Duplicate(NamedTuple):
-    """A key given twice in one mapping (lines are 1-based)."""
+    """A key given twice in one mapping (lines are 1-based; ``index``: its character offset)."""
 
     key: str
     first_line: int
     line: int
+    index: int
 
 
 def decode(data: bytes, source: str, error: type[Exception]) -> str:
@@ -144,7 +145,7 @@ def duplicate_key(root: Any) -> Duplicate | None:
                     continue
                 ident, line = (key.tag, key.value), key.start_mark.line + 1
                 if ident in counts:
-                    dup = Duplicate(key.value, counts[ident], line)
+                    dup = Duplicate(key.value, counts[ident], line, key.start_mark.index)
                     if found is None or dup.line < found.line:
                         found = dup
                     break

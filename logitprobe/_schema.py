@@ -171,7 +171,7 @@ def _duplicate(dup: Any, source: str, case_nodes: list, data: Any) -> None:
     """Raise for a key given twice, naming the case whose lines hold it."""
     where = source
     for i, n in enumerate(case_nodes, 1):
-        if n.start_mark.line + 1 <= dup.line <= n.end_mark.line + 1:
+        if n.start_mark.index <= dup.index < n.end_mark.index:
             raw = data.get("cases") if isinstance(data, dict) else data
             label = _label(raw[i - 1]) if isinstance(raw, list) and len(raw) >= i else None
             where = f"{source}, case {i}" + (f" {short(label, 80)}" if label else "")

@@ -133,6 +133,13 @@ def test_recursive_alias_is_refused():
      cases: [{prompt: x, expect: {argmax: ' y'}}]
      model: smollm2
      """, "", "model", (1, 3)),
+    ("""\
+     cases:
+     - name: a
+       prompt: x
+       expect: {argmax: ' y'}
+     cases: []
+     """, "", "cases", (1, 5)),
 ])
 def test_duplicate_keys_name_file_case_key_and_lines(body, where, key, lines):
     with pytest.raises(BehaviourFileError) as info:

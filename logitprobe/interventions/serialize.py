@@ -171,22 +171,23 @@ def from_yaml(text: str, *, source: str = "<yaml>") -> list[Spec]:
     duplicate = duplicate_key(node)  # before construct(), which flattens `<<:` merges
     data = construct(node, source, InvalidArgument)
     if duplicate is not None:
-        raise InvalidArgument(f"{_item_at(node, duplicate.line, source)}, line {duplicate.line}: "
-                              f"key {_short(duplicate.key, 60)} is given twice (first at line "
+        raise InvalidArgument(f"{_item_at(node, duplicate.index, source)}, line "
+                              f"{duplicate.line}: key {_short(duplicate.key, 60)} is given twice "
+                              f"(first at line "
                               f"{duplicate.first_line}); YAML would silently keep only the last "
                               "one: remove one")
     return _from_document(data, source)
 
 
-def _item_at(node: Any, line: int, source: str) -> str:
-    """``"<source>: interventions[i]"`` for the spec whose lines hold ``line`` (else source)."""
+def _item_at(node: Any, index: int, source: str) -> str:
+    """``"<source>: interventions[i]"`` for the spec holding character ``index`` (else source)."""
     items = node
     if isinstance(node, yaml.MappingNode):
         items = next((v for k, v in node.value if getattr(k, "value", None) == "interventions"),
                      None)
     if isinstance(items, yaml.SequenceNode):
         for i, item in enumerate(items.value):
-            if item.start_mark.line + 1 <= line <= item.end_mark.line + 1:
+            if item.start_mark.index <= index < item.end_mark.index:
                 return f"{source}: interventions[{i}]"
     return source
 
