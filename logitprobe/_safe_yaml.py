@@ -55,9 +55,15 @@ def compose(text: str, source: str, error: type[Exception]) -> Any:
     Syntax errors, several documents, recursive aliases and alias bombs raise ``error``
     with ``source`` and (where known) the line.
     """
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except UnicodeEncodeError as exc:  # a str that no file holds: a lone surrogate
+        raise error(f"{source}: character {exc.start} is {text[exc.start]!r}, half of a "
+                    "surrogate pair, which is not text; remove it") from None
     try:
         node = loader.get_single_node()
+    except RecursionError:  # the pure-Python parser on deep nesting (libyaml stops at 1000)
+        raise error(f"{source}: invalid YAML: values nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

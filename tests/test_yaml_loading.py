@@ -322,3 +322,31 @@ def test_run_time_errors_name_file_and_case(tiny):
 
 def test_both_loaders_use_the_c_parser_when_present():
     assert _safe_yaml._Loader is getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+# -- fuzzing -----------------------------------------------------------------------------
+_YAML_CHARS = st.sampled_from(list("-:{}[]&*!|>'\"#?,.% \n\tab0123") + ["\ud800", "é", "\x16"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(_YAML_CHARS, max_size=120))
+def test_any_document_gives_a_suite_or_a_named_error(text):
+    try:
+        parse_suite(text, source="f.logit.yaml")
+    except BehaviourFileError as exc:
+        assert str(exc).startswith("f.logit.yaml") and len(str(exc)) < 1000
+    try:
+        from_yaml(text, source="s.yaml")
+    except InvalidArgument as exc:
+        assert str(exc).startswith("s.yaml") and len(str(exc)) < 1000
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=60))
+def test_any_bytes_give_a_suite_or_a_named_error(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("fuzz") / "test_f.logit.yaml"
+    path.write_bytes(b"- prompt: x\n  expect: {argmax: ' y'}\n  name: " + data)
+    try:
+        load_suite(path)
+    except BehaviourFileError as exc:
+        assert str(exc).startswith("test_f.logit.yaml")
