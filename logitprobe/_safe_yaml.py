@@ -71,7 +71,7 @@ def compose(text: str, source: str, error: type[Exception]) -> Any:
         raise error(f"{source}: invalid YAML{at}: {problem}") from None
     finally:
         loader.dispose()
-    if node is not None:
+    if node is not None and "&" in text:  # no anchor, no alias: nothing to expand
         _check_aliases(node, source, error)
     return node
 
@@ -96,7 +96,7 @@ def _children(node: Any) -> list:
     if isinstance(node, yaml.MappingNode):
         return [n for pair in node.value for n in pair]
     if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
+        return node.value
     return []
 
 
@@ -137,24 +137,27 @@ def duplicate_key(root: Any) -> Duplicate | None:
     Call before :func:`construct`, which flattens merges into the mappings.
     """
     found: Duplicate | None = None
-    seen_nodes: set[int] = set()
-    stack = [root]
+    seen: set[int] = set()  # mappings and lists already checked (aliases share them)
+    stack = [root] if root is not None else []
+    scalar, mapping = yaml.ScalarNode, yaml.MappingNode
     while stack:
         node = stack.pop()
-        if node is None or id(node) in seen_nodes:
+        if id(node) in seen:
             continue
-        seen_nodes.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            counts: dict[tuple[str, str], int] = {}
-            for key, _ in node.value:
-                if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE:
-                    continue
-                ident, line = (key.tag, key.value), key.start_mark.line + 1
-                if ident in counts:
-                    dup = Duplicate(key.value, counts[ident], line, key.start_mark.index)
-                    if found is None or dup.line < found.line:
-                        found = dup
-                    break
-                counts[ident] = line
-        stack.extend(_children(node))
+        seen.add(id(node))
+        if type(node) is mapping:
+            lines: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if type(value) is not scalar:
+                    stack.append(value)
+                if type(key) is not scalar:
+                    stack.append(key)
+                elif key.tag != _MERGE:
+                    ident, line = (key.tag, key.value), key.start_mark.line + 1
+                    if ident not in lines:
+                        lines[ident] = line
+                    elif found is None or line < found.line:
+                        found = Duplicate(key.value, lines[ident], line, key.start_mark.index)
+        elif type(node) is yaml.SequenceNode:
+            stack.extend(c for c in node.value if type(c) is not scalar)
     return found

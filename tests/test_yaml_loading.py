@@ -150,6 +150,28 @@ def test_duplicate_keys_name_file_case_key_and_lines(body, where, key, lines):
                                       "only the last one")
 
 
+@settings(max_examples=80, deadline=None)
+@given(keys=st.lists(st.sampled_from(["a", "b", "1", "'1'", "<<"]), min_size=1, max_size=6),
+       flow=st.booleans())
+def test_a_duplicate_is_found_exactly_when_a_key_repeats(keys, flow):
+    # `1` is an int and `'1'` a str: different keys. `<<` merges may repeat.
+    values = ["{}" if k == "<<" else "0" for k in keys]
+    pairs = [f"{k}: {v}" for k, v in zip(keys, values)]
+    text = "{" + ", ".join(pairs) + "}\n" if flow else "".join(p + "\n" for p in pairs)
+    dup = _safe_yaml.duplicate_key(_safe_yaml.compose(text, "f.yaml", InvalidArgument))
+    seen: dict[str, int] = {}
+    expected = None
+    for i, k in enumerate(keys):
+        if k != "<<" and k in seen and expected is None:
+            expected = (k.strip("'"), seen[k] + 1, i + 1)
+        seen.setdefault(k, i)
+    if expected is None:
+        assert dup is None
+    else:
+        key, first, line = expected
+        assert (dup.key, dup.first_line, dup.line) == ((key, 1, 1) if flow else expected)
+
+
 def test_duplicate_key_in_a_spec_file_names_the_spec(tmp_path):
     path = tmp_path / "specs.yaml"
     path.write_text("interventions:\n  - {kind: ban_tokens, tokens: [' a']}\n"
