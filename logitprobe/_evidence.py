@@ -7,6 +7,7 @@ Shared by :mod:`logitprobe.assertions` (full reports) and the pytest plugin's
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -84,8 +85,20 @@ def require_single(vocab: Vocabulary, target: Target, check: str, name: str = "t
     return target.id
 
 
-def short(text: str, width: int = PROMPT_WIDTH) -> str:
-    shown = repr(text)
+def short(text: Any, width: int = PROMPT_WIDTH) -> str:
+    """``repr(text)`` cut to ``width`` characters, in time and memory bounded by ``width``.
+
+    Any value may be given: containers are shown through :mod:`reprlib` (a few items
+    per level, a few levels), so a value built from YAML aliases that would print as
+    gigabytes is never expanded.
+    """
+    if isinstance(text, str):
+        shown = repr(text if len(text) <= 4 * width else text[: 4 * width])
+    else:
+        brief = reprlib.Repr()  # at most 6 items per level, 3 levels deep
+        brief.maxlevel, brief.maxlist, brief.maxdict = 3, 6, 6
+        brief.maxstring = brief.maxother = max(width, 20)
+        shown = brief.repr(text)
     return shown if len(shown) <= width else shown[: width - 2] + "…" + shown[-1]
 
 

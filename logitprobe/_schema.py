@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from ._evidence import short
+from ._safe_yaml import compose, construct, decode, duplicate_key
 from .errors import InvalidArgument
+from .interventions.serialize import from_dict
 
 __all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Suite", "load_suite",
            "parse_suite"]
@@ -93,7 +96,7 @@ class Case:
 
     @property
     def where(self) -> str:
-        return f"{self.source}, case {self.index} {self.name!r}"
+        return f"{self.source}, case {self.index} {short(self.name, 80)}"
 
     def baseline_prompt(self, exp: Expectation) -> str:
         """The other prompt of a pair check (default: this prompt, without interventions)."""
@@ -112,31 +115,28 @@ def load_suite(path: str | Path) -> Suite:
     """Read and validate a behavioural test file (YAML, safe loader)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise BehaviourFileError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
-    return parse_suite(text, source=path.name)
+    return parse_suite(decode(data, path.name, BehaviourFileError), source=path.name)
 
 
 def parse_suite(text: str, source: str = "<string>") -> Suite:
-    """Validate YAML text as a behavioural test suite; errors name source, case and field."""
+    """Validate YAML text as a behavioural test suite; errors name source, case and field.
+
+    Read with :mod:`logitprobe._safe_yaml`: safe constructors, aliases bounded,
+    duplicate keys refused.
+    """
     import yaml
 
-    try:
-        # libyaml's C loader when PyYAML has it (~15x faster); the same safe constructors.
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise BehaviourFileError(f"{source}: invalid YAML{at}: {problem}") from None
+    node = compose(text, source, BehaviourFileError)
+    duplicate = duplicate_key(node)  # before construct(), which flattens `<<:` merges
+    data = construct(node, source, BehaviourFileError)
     model = None
-    lines: list[int | None] = []
+    cases_node = _mapping_value(node, "cases") if isinstance(data, dict) else node
+    case_nodes = cases_node.value if isinstance(cases_node, yaml.SequenceNode) else []
+    if duplicate is not None:
+        _duplicate(duplicate, source, case_nodes, data)
     if isinstance(data, dict) and ("prompt" in data or "expect" in data):
         raise BehaviourFileError(f"{source}: the file is one case; a file is a list of cases, so "
                                  "start the case with '- ' (or put it under `cases:`)")
@@ -145,17 +145,13 @@ def parse_suite(text: str, source: str = "<string>") -> Suite:
         model = data.get("model")
         if model is not None and (not isinstance(model, str) or not model):
             raise BehaviourFileError(f"{source}: `model` must be a model name or path, "
-                                     f"not {model!r}")
-        cases_node = _mapping_value(node, "cases")
+                                     f"not {short(model, 80)}")
         data = data.get("cases")
-    else:
-        cases_node = node
     if not isinstance(data, list) or not data:
         raise BehaviourFileError(f"{source}: expected a non-empty list of cases (each with "
                                  "`prompt` and `expect`), or a mapping with `cases:`; got "
                                  f"{type(data).__name__ if data is not None else 'nothing'}")
-    if cases_node is not None and isinstance(cases_node, yaml.SequenceNode):
-        lines = [n.start_mark.line + 1 for n in cases_node.value]
+    lines = [n.start_mark.line + 1 for n in case_nodes]
     cases: list[Case] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(data, 1):
@@ -169,6 +165,31 @@ def parse_suite(text: str, source: str = "<string>") -> Suite:
         seen[case.name] = i
         cases.append(case)
     return Suite(source=source, cases=tuple(cases), model=model)
+
+
+def _duplicate(dup: Any, source: str, case_nodes: list, data: Any) -> None:
+    """Raise for a key given twice, naming the case whose lines hold it."""
+    where = source
+    for i, n in enumerate(case_nodes, 1):
+        if n.start_mark.index <= dup.index < n.end_mark.index:
+            raw = data.get("cases") if isinstance(data, dict) else data
+            label = _label(raw[i - 1]) if isinstance(raw, list) and len(raw) >= i else None
+            where = f"{source}, case {i}" + (f" {short(label, 80)}" if label else "")
+            break
+    hint = ("; to check one expectation twice, write `expect` as a list of one-key mappings, "
+            "e.g. expect: [{in_top: [' a', 5]}, {in_top: [' b', 5]}]" if dup.key in SPECS else "")
+    raise BehaviourFileError(f"{where}, line {dup.line}: key {short(dup.key, 60)} is given "
+                             f"twice (first at line {dup.first_line}); YAML would silently keep "
+                             f"only the last one: remove one{hint}")
+
+
+def _label(raw: Any) -> str | None:
+    """A case's name, or a slug of its prompt (None when it has neither)."""
+    if not isinstance(raw, dict):
+        return None
+    name, prompt = raw.get("name"), raw.get("prompt")
+    return name if isinstance(name, str) and name else (
+        _slug(prompt) if isinstance(prompt, str) else None)
 
 
 def _mapping_value(node: Any, key: str) -> Any:
@@ -188,7 +209,7 @@ def _unknown(keys: set, known: tuple[str, ...] | list[str], where: str, what: st
     for key in sorted(map(str, keys)):
         close = difflib.get_close_matches(key, known, n=1)
         hint = f", did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
-        raise BehaviourFileError(f"{where}: unknown {what} {key!r}{hint}")
+        raise BehaviourFileError(f"{where}: unknown {what} {short(key, 80)}{hint}")
 
 
 def _slug(prompt: str) -> str:
@@ -198,27 +219,34 @@ def _slug(prompt: str) -> str:
 def _case(raw: Any, index: int, line: int | None, source: str) -> Case:
     if not isinstance(raw, dict):
         raise BehaviourFileError(f"{source}, case {index}: a case must be a mapping with "
-                                 f"`prompt` and `expect`, not {type(raw).__name__} {raw!r}")
+                                 f"`prompt` and `expect`, not {type(raw).__name__} "
+                                 f"{short(raw, 80)}")
     name = raw.get("name")
     prompt = raw.get("prompt")
-    label = name if isinstance(name, str) and name else (
-        _slug(prompt) if isinstance(prompt, str) else None)
-    where = f"{source}, case {index}" + (f" {label!r}" if label else "")
+    label = _label(raw)
+    where = f"{source}, case {index}" + (f" {short(label, 80)}" if label else "")
     _unknown(set(raw) - set(CASE_FIELDS), CASE_FIELDS, where, "field")
     if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise BehaviourFileError(f"{where}: `name` must be a non-empty string, not {name!r}")
+        raise BehaviourFileError(f"{where}: `name` must be a non-empty string, "
+                                 f"not {short(name, 80)}")
     if not isinstance(prompt, str) or not prompt:
-        raise BehaviourFileError(f"{where}: `prompt` must be a non-empty string, not {prompt!r}")
+        raise BehaviourFileError(f"{where}: `prompt` must be a non-empty string, "
+                                 f"not {short(prompt, 80)}")
     position = raw.get("position", -1)
     if isinstance(position, bool) or not isinstance(position, int):
         raise BehaviourFileError(f"{where}: `position` must be an int (-1 for the last token), "
-                                 f"not {position!r}")
+                                 f"not {short(position, 80)}")
     interventions = raw.get("interventions")
     if interventions is not None:
         if not isinstance(interventions, list) or not all(isinstance(x, dict)
                                                           for x in interventions):
             raise BehaviourFileError(f"{where}: `interventions` must be a list of mappings "
-                                     f"(one per intervention), not {interventions!r}")
+                                     f"(one per intervention), not {short(interventions, 80)}")
+        for i, item in enumerate(interventions):
+            try:  # kind, fields, `to=` expressions, positions: all checked without a model
+                from_dict(item, where=f"{where}: interventions[{i}]")
+            except InvalidArgument as exc:
+                raise BehaviourFileError(str(exc)) from None
         interventions = tuple(interventions) or None
     marks = {}
     for key in ("skip", "xfail"):
@@ -229,7 +257,7 @@ def _case(raw: Any, index: int, line: int | None, source: str) -> Case:
             marks[key] = value if isinstance(value, str) else f"marked {key} in {source}"
         else:
             raise BehaviourFileError(f"{where}: `{key}` must be true or a reason string, "
-                                     f"not {value!r}")
+                                     f"not {short(value, 80)}")
     expect = raw.get("expect")
     if isinstance(expect, dict):
         items = list(expect.items())
@@ -238,7 +266,7 @@ def _case(raw: Any, index: int, line: int | None, source: str) -> Case:
     else:
         raise BehaviourFileError(f"{where}: `expect` must be a mapping of expectations (e.g. "
                                  "in_top: {token: ' Paris', k: 5}) or a list of one-key mappings, "
-                                 f"not {expect!r}")
+                                 f"not {short(expect, 80)}")
     if not items:
         raise BehaviourFileError(f"{where}: `expect` is empty; give at least one expectation")
     exps = tuple(_expectation(str(k), v, where) for k, v in items)
@@ -295,6 +323,6 @@ def _check_value(p: Param, value: Any, where: str) -> None:
                 "text": "a non-empty string", "int": "an int >= 1",
                 "prob": "a number between 0 and 1", "logprob": "a number <= 0 (nats)",
                 "nonneg": "a number >= 0"}[p.kind]
-        raise BehaviourFileError(f"{where}: `{p.name}` must be {want}, not {value!r}")
+        raise BehaviourFileError(f"{where}: `{p.name}` must be {want}, not {short(value, 80)}")
 
 

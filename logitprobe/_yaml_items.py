@@ -6,17 +6,30 @@ deselection) are computed together by :func:`logitprobe.behaviour.prefetch`;
 each case then takes its results and releases them. Memory stays bounded by
 the chunk; the number of forward passes is what the engine's batching makes
 of the chunk (a few for hundreds of short prompts).
+
+Checks at collection: the file's schema, expectations and interventions when
+it is read (:func:`logitprobe.behaviour.load_suite`); then, once every item
+knows its model (after ``conftest.py`` markers), :func:`check_items` counts
+each case's prompts with the model's ``tokenizer.json`` alone (the
+``tokenizers`` library: no weights, no torch) and marks cases whose prompt is
+empty or longer than the context, or whose ``position`` is out of range. Such
+a case fails with that message without loading the model. A model whose
+tokenizer cannot be found without loading it (a .gguf file, a Hub model not
+in the local cache, smollm2 before its first load) is checked when it runs.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import behaviour
+from . import behaviour, loading
 
-__all__ = ["LogitCase", "LogitFile"]
+__all__ = ["LogitCase", "LogitFile", "TokenCounter", "check_items"]
 
 CHUNK = 512  # cases prefetched together
 
@@ -55,7 +68,8 @@ class LogitFile(pytest.File):
                 if len(chunk) >= CHUNK:
                     break
                 if (isinstance(other, LogitCase) and other.parent is self and other is not item
-                        and other.name in pending and other.probe_key() == item.probe_key()):
+                        and other.problem is None and other.name in pending
+                        and other.probe_key() == item.probe_key()):
                     chunk.append(other)
             pending.difference_update(i.name for i in chunk)
             behaviour.prefetch(probe, [i.case for i in chunk], into=results)
@@ -68,6 +82,7 @@ class LogitCase(pytest.Item):
     def __init__(self, *, case: behaviour.Case, **kwargs: Any):
         super().__init__(**kwargs)
         self.case = case
+        self.problem: str | None = None  # set by check_items: fails before the model loads
 
     def probe_key(self) -> tuple:
         from .pytest_plugin import STATE
@@ -81,6 +96,8 @@ class LogitCase(pytest.Item):
         __tracebackhide__ = True
         from .pytest_plugin import STATE
 
+        if self.problem is not None:
+            raise behaviour.BehaviourFileError(self.problem)
         probe = self.config.stash[STATE].get(self.probe_key())
         results = self.parent.results_for(self, probe)
         behaviour.check_case(probe, self.case, results)
@@ -88,9 +105,95 @@ class LogitCase(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None):
         # By class name: a re-imported module (pytester runs) makes a second class object.
         names = {cls.__name__ for cls in type(excinfo.value).__mro__}
-        if names & {"LogitAssertionError", "InvalidArgument"}:
+        if "LogitProbeError" in names:  # a named error: its message is the report
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
         return self.path, (self.case.line or 1) - 1, self.name
+
+
+# -- checks with the tokenizer alone ------------------------------------------------------
+class TokenCounter:
+    """Token counts of prompts from a model's ``tokenizer.json`` and ``config.json``.
+
+    What :func:`logitprobe.behaviour.token_problem` needs, without weights or torch.
+    """
+
+    def __init__(self, directory: Path):
+        import tokenizers  # a dependency of transformers; imports no torch
+
+        self.tokenizer = tokenizers.Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self.tokenizer.no_truncation()  # count every token, as logitprobe's encode does
+        self.tokenizer.no_padding()
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        n_ctx = next((config[k] for k in ("n_positions", "max_position_embeddings", "n_ctx")
+                      if isinstance(config.get(k), int)), None)
+        self.n_ctx: int | None = n_ctx
+
+    @classmethod
+    def for_model(cls, model: str) -> TokenCounter | None:
+        """The counter for a model name or path, or None when its files are not at hand."""
+        directory = _tokenizer_dir(model)
+        if directory is None:
+            return None
+        try:
+            return cls(directory)
+        except Exception:  # noqa: BLE001 - unreadable here: checked when the case runs
+            return None
+
+    def count(self, text: str) -> tuple[int, int]:
+        return (len(self.tokenizer.encode(text, add_special_tokens=False).ids),
+                len(self.tokenizer.encode(text).ids))
+
+    def pieces(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def _tokenizer_dir(model: str) -> Path | None:
+    """A directory with the ``tokenizer.json`` and ``config.json`` of ``model``, if on disk."""
+    def usable(d: Path) -> bool:
+        return (d / "tokenizer.json").is_file() and (d / "config.json").is_file()
+
+    if model.lower() == "smollm2":  # the dequantized copy the first load() made
+        try:
+            stem = loading.smollm2_path().stem
+        except loading.ModelUnavailableError:
+            return None
+        copies = sorted((d for d in (loading.cache_dir() / "gguf").glob(f"{stem}-*")
+                         if usable(d)), key=lambda d: d.stat().st_mtime)
+        return copies[-1] if copies else None
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path if usable(path) else None
+    if path.exists() or os.sep in model and model.startswith((".", "/", "~")):
+        return None  # a .gguf file (its tokenizer needs reading the file) or a missing path
+    try:
+        from huggingface_hub import try_to_load_from_cache  # lazy: only for Hub names; no torch
+
+        files = [try_to_load_from_cache(model, name) for name in ("tokenizer.json", "config.json")]
+    except Exception:  # noqa: BLE001 - not a Hub name: checked when the case runs
+        return None
+    if all(isinstance(f, str) for f in files):
+        directory = Path(files[0]).parent
+        return directory if Path(files[1]).parent == directory else None
+    return None
+
+
+def check_items(items: list) -> None:
+    """Mark the YAML cases among ``items`` that their model's tokenizer shows are invalid."""
+    counters: dict[str, TokenCounter | None] = {}
+    for item in items:
+        if not isinstance(item, LogitCase):
+            continue
+        try:
+            model = item.probe_key()[0]
+        except (Exception, pytest.fail.Exception):  # a bad marker: reported when it runs
+            continue
+        if model not in counters:
+            counters[model] = TokenCounter.for_model(model)
+        counter = counters[model]
+        if counter is not None:
+            item.problem = behaviour.token_problem(item.case, counter)
+        if item.problem is not None:  # a broken case is an error, not an expected failure
+            item.own_markers[:] = [m for m in item.own_markers if m.name != "xfail"]

@@ -29,12 +29,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ._evidence import short
 from ._schema import SPECS, BehaviourFileError, Case, Expectation, Suite, load_suite, parse_suite
-from .errors import InvalidArgument
+from .errors import LogitProbeError
 from .progress import check_progress, track
 
 __all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Prefetched", "Suite",
-           "check_case", "load_suite", "parse_suite", "prefetch", "queries", "run_suite"]
+           "check_case", "load_suite", "parse_suite", "prefetch", "queries", "run_suite",
+           "token_problem"]
 
 
 # -- batching and checking ---------------------------------------------------------------
@@ -137,7 +139,10 @@ def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> Non
     ikey = _ikey(case.interventions)
     iv = None if case.interventions is None else list(case.interventions)
     # Take every result the case needs first, so each prefetched one is released.
-    got = {q: _run(probe, case, q, results) for q in dict.fromkeys(queries(case))}
+    try:
+        got = {q: _run(probe, case, q, results) for q in dict.fromkeys(queries(case))}
+    except LogitProbeError as exc:  # a prompt too long for the model, an unknown hook, ...
+        raise _located(case, exc) from None
     subject = got.get(("next", case.prompt, case.position, ikey))
     failures: list[tuple[int, Expectation, Exception]] = []
     for n, exp in enumerate(case.expectations, 1):
@@ -155,7 +160,7 @@ def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> Non
             else:
                 score = got[("score", case.prompt, args["text"], ikey)]
                 helper(probe, case.prompt, args["text"], interventions=iv, score=score)
-        except (LogitAssertionError, InvalidArgument) as exc:
+        except LogitProbeError as exc:
             failures.append((n, exp, exc))
     if failures:
         raise _combined(case, failures)
@@ -174,10 +179,56 @@ def _combined(case: Case, failures: list[tuple[int, Expectation, Exception]]) ->
         if isinstance(exc, LogitAssertionError):
             return LogitAssertionError(f"{case.where}, {exp.name}: {exc.verdict}", exc.evidence,
                                        exc.hint)
-        return type(exc)(f"{case.where}, {exp.name}: {exc}")
+        return _located(case, exc, f", {exp.name}")
     names = ", ".join(exp.name for _, exp, _ in failures)
     return LogitAssertionError(f"{case.where}: {len(failures)} of {total} expectations failed "
                                f"({names})", "\n\n".join(blocks))
+
+
+def _located(case: Case, exc: Exception, what: str = "") -> Exception:
+    """``exc`` again, its message prefixed with the file and the case (same type when it can)."""
+    message = f"{case.where}{what}: {exc}"
+    try:
+        return type(exc)(message)
+    except Exception:  # noqa: BLE001 - an error type with another signature
+        return LogitProbeError(message)
+
+
+def token_problem(case: Case, counter: Any) -> str | None:
+    """What the model's tokenizer alone shows is wrong with ``case`` (None: nothing).
+
+    ``counter`` has ``n_ctx`` (or None), ``count(text) -> (plain, with_special)``
+    (token counts of a prompt without and with the special tokens the tokenizer
+    adds) and ``pieces(text) -> int``. A case is reported only when it fails
+    whichever BOS policy the model uses: no weights are needed, so pytest checks
+    this at collection (see ``logitprobe._yaml_items``).
+    """
+    n_ctx = counter.n_ctx
+    prompts = {case.prompt: "prompt"}
+    for exp in case.expectations:
+        if exp.spec.kind == "pair":
+            other = "prompt" if exp.name == "close_to" else "from"
+            prompts.setdefault(case.baseline_prompt(exp), f"{exp.name}: `{other}`")
+    for text, label in prompts.items():
+        plain, special = counter.count(text)
+        low, high = plain, max(special, plain + 1)  # the model may or may not add a BOS
+        if special == 0:
+            return (f"{case.where}: {label} {short(text, 80)} is 0 tokens for this model's "
+                    "tokenizer; give some text")
+        if n_ctx is not None and low > n_ctx:
+            return (f"{case.where}: {label} {short(text, 80)} is {special} tokens, longer than "
+                    f"the model's context of {n_ctx}; shorten it")
+        if not -high <= case.position < high:
+            return (f"{case.where}: position={case.position}: {label} {short(text, 80)} has "
+                    f"{special} tokens, so `position` must be in [{-special}, {special - 1}]")
+    for exp in case.expectations:
+        if exp.spec.kind == "score" and n_ctx is not None:
+            total = counter.count(case.prompt)[0] + counter.pieces(exp.get("text")) - 1
+            if total > n_ctx:
+                return (f"{case.where}: {exp.name}: the prompt and {short(exp.get('text'), 80)} "
+                        f"are {total + 1} tokens, longer than the model's context of {n_ctx}; "
+                        "shorten them")
+    return None
 
 
 def run_suite(probe: Any, suite: Suite | str | Path, *,
@@ -195,6 +246,6 @@ def run_suite(probe: Any, suite: Suite | str | Path, *,
         try:
             check_case(probe, case, results)
             outcome.append((case, None))
-        except (AssertionError, InvalidArgument) as exc:
+        except (AssertionError, LogitProbeError) as exc:
             outcome.append((case, exc))
     return outcome

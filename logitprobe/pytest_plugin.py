@@ -210,6 +210,15 @@ def pytest_collect_file(file_path: Any, parent: pytest.Collector):
     return None
 
 
+@pytest.hookimpl(trylast=True)  # after conftest hooks that add markers (they pick the model)
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    """Check YAML cases with their model's tokenizer alone (prompt lengths, positions)."""
+    if any(type(item).__name__ == "LogitCase" for item in items):
+        from ._yaml_items import check_items
+
+        check_items(items)
+
+
 # -- the fixture -------------------------------------------------------------------------
 def _hook_count(model: Any) -> int:
     points = getattr(model, "hook_dict", None)

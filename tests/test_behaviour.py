@@ -235,14 +235,15 @@ def test_interventions_are_passed_through(tiny):
 
     suite = parse("""\
         - prompt: "The cat sat on the"
-          interventions: [{kind: ablate, layer: 0}]
+          interventions: [{kind: zero_ablate, hook: blocks.0.hook_resid_post}]
           expect:
             entropy_at_most: 10.0
             close_to: {tv: 1.0}
         """)
     spy = Spy(tiny)
     check_case(spy, suite.cases[0], prefetch(spy, list(suite.cases)))
-    assert [{"kind": "ablate", "layer": 0}] in spy.seen and None in spy.seen
+    ablate = {"kind": "zero_ablate", "hook": "blocks.0.hook_resid_post"}
+    assert [ablate] in spy.seen and None in spy.seen
 
 
 def test_cases_with_real_interventions(tiny, hf_ranked):

@@ -170,7 +170,7 @@ def test_yaml_file_errors_name_file_and_field(tmp_path):
                                               r"\(did you mean 'interventions'\?\)"):
         load(path)
     path.write_text("interventions: [kind: : :")
-    with pytest.raises(InvalidArgument, match="exp.yaml: not valid YAML"):
+    with pytest.raises(InvalidArgument, match=r"exp.yaml: invalid YAML \(line 1"):
         load(path)
     with pytest.raises(InvalidArgument, match="does not exist"):
         load(tmp_path / "missing.yaml")

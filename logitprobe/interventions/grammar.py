@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .._evidence import short
 from ..errors import InvalidArgument
 
 __all__ = ["NAMES", "Expression"]
@@ -39,7 +40,8 @@ class Expression:
 
     def __init__(self, text: str, *, name: str = "to"):
         if not isinstance(text, str):
-            raise InvalidArgument(f"{name}={text!r}: an expression must be a str; {_HELP}")
+            raise InvalidArgument(f"{name}={short(text, 80)}: an expression must be a str; "
+                                  f"{_HELP}")
         if len(text) > MAX_LENGTH:
             raise InvalidArgument(f"{name}={text[:40]!r}…: the expression is {len(text)} "
                                   f"characters, more than {MAX_LENGTH}; {_HELP}")

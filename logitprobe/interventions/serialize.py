@@ -24,6 +24,10 @@ from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, Iterable
 
+import yaml
+
+from .._evidence import short
+from .._safe_yaml import compose, construct, decode, duplicate_key
 from ..errors import InvalidArgument
 from .specs import SPEC_TYPES, Match, Spec, spec_fields
 
@@ -42,7 +46,7 @@ def _plain(value: Any) -> Any:
 def to_dict(spec: Spec) -> dict[str, Any]:
     """``{"kind": ..., <fields that differ from their defaults>}``: JSON/YAML-ready."""
     if not isinstance(spec, Spec):
-        raise InvalidArgument(f"spec={spec!r}: expected an intervention spec such as "
+        raise InvalidArgument(f"spec={_short(spec)}: expected an intervention spec such as "
                               "SetLogit(' coffee', to='max+10')")
     out: dict[str, Any] = {"kind": spec.kind}
     for f in spec_fields(type(spec)):
@@ -70,12 +74,13 @@ def from_dict(data: Any, *, where: str | None = None) -> Spec:
                               f"{', '.join(SPEC_TYPES)}")
     cls = SPEC_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise InvalidArgument(f"{at}kind={kind!r}: unknown intervention kind"
+        raise InvalidArgument(f"{at}kind={_short(kind)}: unknown intervention kind"
                               f"{_did_you_mean(kind, SPEC_TYPES)}; known: {', '.join(SPEC_TYPES)}")
     known = {f.name: f for f in spec_fields(cls)}
     for name in data:
         if name != "kind" and name not in known:
-            raise InvalidArgument(f"{at}{kind}: unknown field {name!r}{_did_you_mean(name, known)};"
+            raise InvalidArgument(f"{at}{kind}: unknown field {_short(name)}"
+                                  f"{_did_you_mean(name, known)};"
                                   f" {kind} takes {', '.join(known)}")
     missing = [n for n, f in known.items() if f.default is MISSING and n not in data]
     if missing:
@@ -134,27 +139,57 @@ def to_json(specs: Spec | Iterable[Spec], *, indent: int | None = None) -> str:
 
 def from_json(text: str, *, source: str = "<json>") -> list[Spec]:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=lambda pairs: _unique(pairs, source))
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"{source}: not valid JSON: {exc}") from None
     return _from_document(data, source)
 
 
-def to_yaml(specs: Spec | Iterable[Spec]) -> str:
-    import yaml
+def _unique(pairs: list[tuple[str, Any]], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InvalidArgument(f"{source}: key {_short(key, 60)} is given twice in "
+                                  f"{_short(dict(pairs), 80)}; JSON would silently keep only "
+                                  "the last one: remove one")
+        out[key] = value
+    return out
 
+
+def to_yaml(specs: Spec | Iterable[Spec]) -> str:
     return yaml.safe_dump({"interventions": [to_dict(s) for s in _as_list(specs)]},
                           sort_keys=False, allow_unicode=False)  # escapes NEL, LS, PS too
 
 
 def from_yaml(text: str, *, source: str = "<yaml>") -> list[Spec]:
-    import yaml
+    """The specs of a YAML document (a list, or a mapping with ``interventions:``).
 
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InvalidArgument(f"{source}: not valid YAML: {exc}") from None
+    Read like behavioural files (:mod:`logitprobe._safe_yaml`): C-accelerated safe
+    loader, aliases bounded, a key given twice is an error.
+    """
+    node = compose(text, source, InvalidArgument)
+    duplicate = duplicate_key(node)  # before construct(), which flattens `<<:` merges
+    data = construct(node, source, InvalidArgument)
+    if duplicate is not None:
+        raise InvalidArgument(f"{_item_at(node, duplicate.index, source)}, line "
+                              f"{duplicate.line}: key {_short(duplicate.key, 60)} is given twice "
+                              f"(first at line "
+                              f"{duplicate.first_line}); YAML would silently keep only the last "
+                              "one: remove one")
     return _from_document(data, source)
+
+
+def _item_at(node: Any, index: int, source: str) -> str:
+    """``"<source>: interventions[i]"`` for the spec holding character ``index`` (else source)."""
+    items = node
+    if isinstance(node, yaml.MappingNode):
+        items = next((v for k, v in node.value if getattr(k, "value", None) == "interventions"),
+                     None)
+    if isinstance(items, yaml.SequenceNode):
+        for i, item in enumerate(items.value):
+            if item.start_mark.index <= index < item.end_mark.index:
+                return f"{source}: interventions[{i}]"
+    return source
 
 
 def dump(specs: Spec | Iterable[Spec], path: str | os.PathLike | None = None) -> str:
@@ -170,7 +205,7 @@ def load(path: str | os.PathLike) -> list[Spec]:
     """The specs of a YAML (or ``.json``) file; errors name the file and the field."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = decode(path.read_bytes(), f"interventions file {str(path)!r}", InvalidArgument)
     except FileNotFoundError:
         raise InvalidArgument(f"interventions file {str(path)!r} does not exist") from None
     except OSError as exc:
@@ -184,7 +219,7 @@ def _from_document(data: Any, source: str) -> list[Spec]:
     if isinstance(data, Mapping):
         extra = [k for k in data if k != "interventions"]
         if extra:
-            raise InvalidArgument(f"{source}: unknown top-level field {extra[0]!r}"
+            raise InvalidArgument(f"{source}: unknown top-level field {_short(extra[0])}"
                                   f"{_did_you_mean(str(extra[0]), ['interventions'])}; the file "
                                   "holds a list of specs or a mapping with one key, 'interventions'")
         data = data.get("interventions")
@@ -202,5 +237,4 @@ def _did_you_mean(word: Any, choices: Iterable[str]) -> str:
 
 
 def _short(value: Any, width: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return short(value, width)  # bounded even for a value built from YAML aliases

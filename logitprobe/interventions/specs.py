@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Union
 
+from .._evidence import short
 from ..errors import InvalidArgument
 from .grammar import Expression
 
@@ -73,23 +74,25 @@ def _where(spec: Any) -> str:
 
 def _number(value: Any, name: str, where: str, *, allow_neg_inf: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidArgument(f"{where}: {name}={value!r}: `{name}` must be a number")
+        raise InvalidArgument(f"{where}: {name}={short(value, 80)}: `{name}` must be a number")
     value = float(value)
     if math.isnan(value) or (math.isinf(value) and not (allow_neg_inf and value < 0)):
         extra = " or -inf" if allow_neg_inf else ""
-        raise InvalidArgument(f"{where}: {name}={value!r}: `{name}` must be a finite number{extra}")
+        raise InvalidArgument(f"{where}: {name}={short(value, 80)}: "
+                              f"`{name}` must be a finite number{extra}")
     return value
 
 
 def _token(value: Any, where: str, name: str = "token") -> TokenLike:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise InvalidArgument(f"{where}: {name}={value!r}: `{name}` must be a token string "
+        raise InvalidArgument(f"{where}: {name}={short(value, 80)}: "
+                              f"`{name}` must be a token string "
                               "(e.g. ' coffee') or an int id")
     if isinstance(value, str) and value == "":
         raise InvalidArgument(f"{where}: {name}='': the empty string is not a token; give one "
                               "such as ' coffee' (note the leading space)")
     if isinstance(value, int) and value < 0:
-        raise InvalidArgument(f"{where}: {name}={value!r}: token ids are >= 0")
+        raise InvalidArgument(f"{where}: {name}={short(value, 80)}: token ids are >= 0")
     return value
 
 
@@ -97,13 +100,15 @@ def _positions(value: Any, where: str) -> Positions:
     if isinstance(value, str):
         if value in ("all", "last"):
             return value
-        raise InvalidArgument(f"{where}: positions={value!r}: use 'all', 'last', an index, a list "
+        raise InvalidArgument(f"{where}: positions={short(value, 80)}: "
+                              f"use 'all', 'last', an index, a list "
                               "of indices or {'token': ' milk'}")
     if isinstance(value, Match):
         return value
     if isinstance(value, dict):
         if set(value) != {"token"}:
-            raise InvalidArgument(f"{where}: positions={value!r}: a token match is written "
+            raise InvalidArgument(f"{where}: positions={short(value, 80)}: "
+                                  f"a token match is written "
                                   "{'token': ' milk'} (one key, 'token')")
         return Match(value["token"])
     if isinstance(value, int) and not isinstance(value, bool):
@@ -111,10 +116,11 @@ def _positions(value: Any, where: str) -> Positions:
     if isinstance(value, (list, tuple)) and value:
         for v in value:
             if isinstance(v, bool) or not isinstance(v, int):
-                raise InvalidArgument(f"{where}: positions={value!r}: every index must be an int "
+                raise InvalidArgument(f"{where}: positions={short(value, 80)}: "
+                                      f"every index must be an int "
                                       "(0 is the first token, -1 the last)")
         return tuple(value)
-    raise InvalidArgument(f"{where}: positions={value!r}: use 'all', 'last', an index, a "
+    raise InvalidArgument(f"{where}: positions={short(value, 80)}: use 'all', 'last', an index, a "
                           "non-empty list of indices or {'token': ' milk'}")
 
 
@@ -139,20 +145,23 @@ def _indices(value: Any, name: str, where: str) -> tuple[int, ...] | None:
     if isinstance(value, (list, tuple)) and value and all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
         return tuple(value)
-    raise InvalidArgument(f"{where}: {name}={value!r}: `{name}` must be None (all), an index or "
+    raise InvalidArgument(f"{where}: {name}={short(value, 80)}: "
+                          f"`{name}` must be None (all), an index or "
                           f"a non-empty list of indices >= 0, e.g. {name}=[0, 3]")
 
 
 def _hook(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise InvalidArgument(f"{where}: hook={value!r}: `hook` must be a hook point name such "
+        raise InvalidArgument(f"{where}: hook={short(value, 80)}: "
+                              f"`hook` must be a hook point name such "
                               "as 'blocks.3.hook_resid_pre' (see probe.model.hook_dict)")
     return value
 
 
 def _prompt(value: Any, name: str, where: str) -> str:
     if not isinstance(value, str) or not value:
-        raise InvalidArgument(f"{where}: {name}={value!r}: `{name}` must be a non-empty prompt str")
+        raise InvalidArgument(f"{where}: {name}={short(value, 80)}: "
+                              f"`{name}` must be a non-empty prompt str")
     return value
 
 
@@ -232,7 +241,8 @@ class BanTokens(_LogitEdit):
         if isinstance(toks, (str, int)) and not isinstance(toks, bool):
             toks = (toks,)
         if not isinstance(toks, (list, tuple)) or not toks:
-            raise InvalidArgument(f"{w}: tokens={self.tokens!r}: `tokens` must be a token or a "
+            raise InvalidArgument(f"{w}: tokens={short(self.tokens, 80)}: "
+                                  f"`tokens` must be a token or a "
                                   "non-empty list of tokens, e.g. [' coffee', ' tea']")
         object.__setattr__(self, "tokens", tuple(_token(t, w, f"tokens[{i}]")
                                                  for i, t in enumerate(toks)))
