@@ -23,11 +23,14 @@ class CheckFailed(Exception):
 def _load(args: argparse.Namespace) -> Any:
     import logitprobe
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a CLI prints its own output only
     bos = {"auto": None, "yes": True, "no": False}[args.prepend_bos]
-    return logitprobe.load(args.model, device=args.device, prepend_bos=bos)
+    # load() is silent; on a terminal, say what takes seconds (the first dequantization)
+    progress = _progress if sys.stderr.isatty() else None
+    return logitprobe.load(args.model, device=args.device, prepend_bos=bos, progress=progress)
+
+
+def _progress(message: str) -> None:
+    print(f"logitprobe: {message}", file=sys.stderr, flush=True)
 
 
 def _json(**data: Any) -> str:
