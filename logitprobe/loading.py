@@ -363,7 +363,7 @@ def dequantized_dir(path: Path) -> Path:
 
 def _stacklevel() -> int:
     """The ``stacklevel`` that points a warning at the first caller outside logitprobe."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
     frame, level = sys._getframe(1), 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
@@ -373,7 +373,7 @@ def _stacklevel() -> int:
 def _warn_rebuild(path: Path, target: Path, reason: str) -> None:
     warnings.warn(DamagedCacheWarning(
         f"logitprobe: the cached float32 copy of {path.name} in {target} is damaged ({reason}); "
-        "rebuilding it from the GGUF file (once, about 30 s)"), stacklevel=_stacklevel())
+        "rebuilding it from the GGUF file (once; tens of seconds)"), stacklevel=_stacklevel())
 
 
 def _dequantized_copy(path: Path, spec: str, progress: Callable[[str], None] | None = None,
@@ -391,7 +391,7 @@ def _dequantized_copy(path: Path, spec: str, progress: Callable[[str], None] | N
         _warn_rebuild(path, target, reason)
     started = time.perf_counter()
     if progress is not None:
-        progress(f"dequantizing {path.name} to float32 (first load only, about 30 s); "
+        progress(f"dequantizing {path.name} to float32 (once; tens of seconds); "
                  f"caching it in {target}")
     hf_model, tokenizer = _read_gguf(path, spec, _float32())
     tmp: Path | None = None
