@@ -169,3 +169,11 @@ def test_the_cli_asks_for_progress_only_on_a_terminal(monkeypatch, tty):
     args = type("Args", (), {"model": "smollm2", "device": None, "prepend_bos": "auto"})()
     cli_commands._load(args)
     assert (seen["progress"] is not None) is tty
+
+
+def test_wrapping_a_hugging_face_model_prints_nothing(tiny_hf, capfd):
+    model, tokenizer = tiny_hf
+    capfd.readouterr()
+    Probe(model, tokenizer)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
