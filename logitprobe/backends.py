@@ -25,7 +25,8 @@ def own_hooks(model: Any, hooks: list[tuple[str, Callable]]) -> Iterator[None]:
 
     Uses the model's own ``hooks()`` context (alias resolution, shape conversion
     of attention hooks); TransformerLens 4 removes only the handles that context
-    added, so hooks the user attached are left alone (a test pins this).
+    added (3.x: only the hooks of that context's level), so hooks the user
+    attached are left alone (tests pin this for both).
     """
     if not hooks:
         yield
@@ -99,10 +100,15 @@ class BridgeBackend:
 
 
 class HookedTransformerBackend:
-    """A TransformerLens 3.x ``HookedTransformer`` (accepted where it can be).
+    """A TransformerLens 3.x ``HookedTransformer`` (tested with 3.9.0: ``make test-tl3``).
 
     HookedTransformer derives left-padded positions from the attention mask
-    itself and always computes every position's logits.
+    itself and always computes every position's logits. Every forward gets an
+    explicit mask, all ones when nothing is padded: without one, a model whose
+    tokenizer pads on the left guesses the mask from the tokens and masks a
+    prompt's leading tokens that equal the pad id (e.g. an ``<|endoftext|>``
+    the prompt starts with), which silently changes every logit.
+    No KV cache (generation re-runs the whole batch each step) and no logit lens.
     """
 
     kind = "hooked_transformer"
@@ -113,6 +119,9 @@ class HookedTransformerBackend:
         self.vocab_size = int(model.cfg.d_vocab_out)
         self.n_ctx = getattr(model.cfg, "n_ctx", None)
         self.n_layers = int(model.cfg.n_layers)
+        # The BOS policy of ``model.to_tokens`` / ``model(prompt)``: a Probe's
+        # prepend_bos=None means this, so it sees the tokens the model's own calls see.
+        self.default_prepend_bos = bool(getattr(model.cfg, "default_prepend_bos", True))
 
     @property
     def device(self) -> torch.device:
@@ -120,11 +129,10 @@ class HookedTransformerBackend:
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None,
                 keep: int, hooks: list[tuple[str, Callable]]) -> torch.Tensor:
-        kwargs: dict[str, Any] = {}
-        if attention_mask is not None:
-            kwargs["attention_mask"] = attention_mask
+        if attention_mask is None:
+            attention_mask = torch.ones_like(tokens)
         with own_hooks(self.model, hooks):
-            logits = self.model(tokens, **kwargs)
+            logits = self.model(tokens, attention_mask=attention_mask)
         return logits[:, logits.shape[1] - keep:]
 
 

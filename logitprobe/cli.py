@@ -10,22 +10,64 @@
     logitprobe plot "I like oat milk in my" --kind logits --highlight " coffee" --out logits.png
     logitprobe run tests/test_geo.logit.yaml --model smollm2
 
-Every command takes ``--json`` for scripts. Exit codes: 0 success, 1 a
-behavioural check failed (``run``), 2 bad arguments (unknown token, k out of
-range, invalid spec, ...), 3 model unavailable.
+Every command takes ``--json`` for scripts; the exit codes are in ``EXIT_CODES``
+(and ``logitprobe --help``); docs/cli.md is the reference.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
-from typing import Sequence
+import textwrap
+import traceback
+from typing import Any, NoReturn, Sequence
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_CODES", "build_parser", "exit_code", "main"]
 
+EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_MODEL = 3
+EXIT_ERROR = 4
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "a behavioural check failed (logitprobe run)",
+    EXIT_USAGE: "usage error: bad arguments or options, a rejected value (unknown token, k out of "
+                "range, invalid spec or test file, ...), a file that cannot be read or written",
+    EXIT_MODEL: "the model is unavailable (not cached offline, missing path, corrupt file)",
+    EXIT_ERROR: "any other error (a bug or an environment fault); rerun with --traceback",
+}
+TRACEBACK_ENV = "LOGITPROBE_TRACEBACK"
+# Positional/option text that must be UTF-8 (paths are left to the operating system).
+_TEXT_ARGUMENTS = {"prompt": "prompt", "tokens": "tokens", "continuation": "continuation",
+                   "highlight": "--highlight"}
+_EPILOG = "\n".join([
+    "exit codes:",
+    *(textwrap.fill(what, 78, initial_indent=f"  {code}  ", subsequent_indent="     ")
+      for code, what in EXIT_CODES.items()),
+    "",
+    "With --json, an error is a JSON object on stdout:",
+    '  {"error": {"type": ..., "message": ..., "exit_code": ...}}',
+    f"--traceback (or {TRACEBACK_ENV}=1) prints the full traceback of an unexpected error.",
+])
+
+
+class _ParseError(Exception):
+    """argparse rejected the command line (raised instead of argparse's exit)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str):
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors return to :func:`main` (for --json and exit codes)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ParseError(self, message)
 
 
 def _common(parser: argparse.ArgumentParser, *, interventions: bool = True) -> None:
@@ -36,6 +78,9 @@ def _common(parser: argparse.ArgumentParser, *, interventions: bool = True) -> N
     parser.add_argument("--prepend-bos", choices=["auto", "yes", "no"], default="auto",
                         help="BOS policy (default: auto = as the model's tokenizer does)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                        help=f"print the full traceback of an unexpected error "
+                             f"(or set {TRACEBACK_ENV}=1)")
     if interventions:
         parser.add_argument("--interventions", metavar="FILE",
                             help="YAML/JSON intervention specs applied to the forward pass")
@@ -50,9 +95,14 @@ def _warper_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="logitprobe", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="logitprobe", description="everyday questions about a model's next token",
+                     epilog=_EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command")
+    parser.add_argument("--traceback", action="store_true",
+                        help=f"print the full traceback of an unexpected error "
+                             f"(or set {TRACEBACK_ENV}=1)")
+    sub = _Subcommands(parser.add_subparsers(dest="command"))
 
     p = sub.add_parser("top", help="the k most likely next tokens after a prompt")
     p.add_argument("prompt")
@@ -98,9 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt")
     p.add_argument("--kind", choices=["logits", "softmax", "log-softmax", "top-k", "lens"],
                    default="logits")
-    p.add_argument("--highlight", nargs="*", default=[], help="tokens to mark")
+    p.add_argument("--highlight", nargs="*", default=[],
+                   help="tokens to mark (logits, lens: any number; top-k: one)")
     p.add_argument("-k", type=int, default=10, help="bars of the top-k plot")
-    p.add_argument("--out", default="logits.png", help="output file (PNG, SVG, PDF)")
+    p.add_argument("--out", default="logits.png",
+                   help="output file; its extension picks the format (.png, .svg, .pdf, ...)")
     p.add_argument("--dark", action="store_true", help="the tutorial's dark theme")
     _common(p)
 
@@ -111,32 +163,112 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Subcommands:
+    """``add_subparsers()`` whose every subcommand shows the exit codes in its --help."""
+
+    def __init__(self, action: Any):
+        self._action = action
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return self._action.add_parser(name, epilog=_EPILOG,
+                                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                                       **kwargs)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code for an error that ended a command (see ``EXIT_CODES``).
+
+    Every error logitprobe raises on purpose (``LogitProbeError``) is about what was
+    asked and exits 2, except ``ModelUnavailableError`` (3); so does an ``OSError``
+    (a file named on the command line that cannot be read or written). Anything
+    else is unexpected and exits 4.
+    """
+    from logitprobe.errors import LogitProbeError, ModelUnavailableError
+
+    if isinstance(exc, ModelUnavailableError):
+        return EXIT_MODEL
+    if isinstance(exc, (LogitProbeError, OSError)):
+        return EXIT_USAGE
+    return EXIT_ERROR
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    argv = list(argv)
+    return "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
+
+
+def _report_error(kind: str, message: str, code: int, *, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"error": {"type": kind, "message": message, "exit_code": code}},
+                         indent=2))
+    else:
+        print(f"logitprobe: error: {message}", file=sys.stderr)
+    return code
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    """Text arguments must be UTF-8: undecodable argv bytes arrive as lone surrogates."""
+    from logitprobe.errors import InvalidArgument
+    from logitprobe.tokens import _short
+
+    for dest, name in _TEXT_ARGUMENTS.items():
+        value = getattr(args, dest, None)
+        values = [value] if isinstance(value, str) else list(value or ())
+        for i, text in enumerate(values):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                where = name if isinstance(value, str) else f"{name}[{i}]"
+                raise InvalidArgument(
+                    f"{where}={_short(text)}: not valid UTF-8 text ({text[exc.start]!r} is a "
+                    f"lone surrogate, what Python makes of bytes it could not decode); "
+                    f"pass the text in UTF-8") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see ``EXIT_CODES``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = _wants_json(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _ParseError as exc:
+        if as_json:
+            return _report_error("UsageError", f"{exc.parser.prog}: {exc.message}", EXIT_USAGE,
+                                 as_json=True)
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.version:
         import logitprobe
 
         print(logitprobe.__version__)
-        return 0
+        return EXIT_OK
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     from logitprobe.cli_commands import COMMANDS, CheckFailed
-    from logitprobe.errors import LogitProbeError, ModelUnavailableError
 
     try:
+        _check_text(args)
         print(COMMANDS[args.command](args))
     except CheckFailed as exc:
         print(exc.report)
         return EXIT_FAILED
-    except ModelUnavailableError as exc:
-        print(f"logitprobe: error: {exc}", file=sys.stderr)
-        return EXIT_MODEL
-    except (LogitProbeError, OSError) as exc:
-        print(f"logitprobe: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return 0
+    except Exception as exc:  # the exit code says which kind; see exit_code()
+        code = exit_code(exc)
+        if code != EXIT_ERROR:
+            return _report_error(type(exc).__name__, str(exc), code, as_json=as_json)
+        if args.traceback or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0]
+        first = first if len(first) <= 300 else first[:299] + "…"
+        message = (f"unexpected {type(exc).__name__}{': ' + first if first else ''} (rerun with "
+                   f"--traceback or {TRACEBACK_ENV}=1 for the full traceback)")
+        return _report_error(type(exc).__name__, message, code, as_json=as_json)
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

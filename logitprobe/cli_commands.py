@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,14 +35,28 @@ def _progress(message: str) -> None:
 
 
 def _json(**data: Any) -> str:
-    return json.dumps(data, indent=2, default=_jsonable)
+    """Strict JSON (RFC 8259): infinities and NaN are written as the strings in ``_NONFINITE``."""
+    return json.dumps(_jsonable(data), indent=2, allow_nan=False)
+
+
+# How non-finite floats are written: a banned token's logit/log-probability is "-inf", the KL
+# divergence of a comparison that bans a likely token is "inf"; float(s) reads them back.
+_NONFINITE = {math.inf: "inf", -math.inf: "-inf"}
 
 
 def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return dataclasses.asdict(value)
-    if hasattr(value, "tolist"):
-        return value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NONFINITE.get(value, "nan")
+    if value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if hasattr(value, "tolist"):  # tensors and numpy values
+        return _jsonable(value.tolist())
     return str(value)
 
 
@@ -118,9 +133,10 @@ def generate(args: argparse.Namespace) -> str:
     text = "".join(c.token for c in chosen)
     if args.json:
         return _json(model=args.model, prompt=args.prompt, text=text, steps=chosen)
-    lines = [args.prompt + text, "", f"  {'step':>4} | {'token':<20} | {'prob':>8} | {'rank':>6}"]
-    lines += [f"  {i:>4} | {c.token!r:<20} | {c.prob:>8.4f} | {c.rank:>6}" for i, c in enumerate(chosen)]
-    return "\n".join(lines)
+    from logitprobe.results import format_table
+
+    # One row per step, in order: each chosen token's rank, logit and probability when chosen.
+    return "\n".join([args.prompt + text, "", format_table(chosen)])
 
 
 def lens(args: argparse.Namespace) -> str:
@@ -147,9 +163,22 @@ def plot(args: argparse.Namespace) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
     from logitprobe import plot as lp_plot
+    from logitprobe.errors import InvalidArgument
+    from logitprobe.tokens import _short
 
+    out = Path(args.out)
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())  # png, svg, pdf, ...
+    if out.suffix[1:].lower() not in formats:
+        given = repr(out.suffix) if out.suffix else "no extension"
+        raise InvalidArgument(f"--out={_short(args.out)}: {given} is not a figure format (the "
+                              f"extension picks it); use one of "
+                              f"{', '.join('.' + f for f in formats)} (e.g. --out logits.png)")
+    if args.kind == "top-k" and len(args.highlight) > 1:
+        raise InvalidArgument(f"--highlight={_short(args.highlight)}: the top-k plot marks one "
+                              f"token; pass one, or use --kind logits to mark several")
     probe = _load(args)
     with lp_plot.style("dark" if args.dark else "light"):
         if args.kind == "lens":
@@ -161,10 +190,9 @@ def plot(args: argparse.Namespace) -> str:
                 "logits": lambda: lp_plot.plot_logits(nt, highlight=highlight),
                 "softmax": lambda: lp_plot.plot_softmax_panels(nt),
                 "log-softmax": lambda: lp_plot.plot_log_softmax_panels(nt),
-                "top-k": lambda: lp_plot.plot_top_k(nt, args.k, highlight=highlight),
+                "top-k": lambda: lp_plot.plot_top_k(nt, args.k, highlight=(highlight or [None])[0]),
             }[args.kind]()
         fig = getattr(drawn, "figure", None) or drawn.flat[0].figure
-        out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=110, bbox_inches="tight")
         plt.close(fig)

@@ -47,6 +47,9 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
             raise InvalidArgument("tokenizer=None: this model carries no tokenizer; pass one, "
                                   "e.g. Probe(model, tokenizer=AutoTokenizer.from_pretrained(...))")
         self.name = name or getattr(self.backend.cfg, "model_name", None) or type(model).__name__
+        if prepend_bos is None and getattr(self.tokenizer, "bos_token_id", None) is not None:
+            # A HookedTransformer: BOS as model.to_tokens adds it (cfg.default_prepend_bos).
+            prepend_bos = getattr(self.backend, "default_prepend_bos", None)
         self.vocab = Vocabulary(self.tokenizer, vocab_size=self.backend.vocab_size,
                                 n_ctx=self.backend.n_ctx, prepend_bos=prepend_bos)
         pad = self.tokenizer.pad_token_id

@@ -5,7 +5,10 @@ tokenizer does (``tokenizer(text).input_ids``), which is what Hugging Face and
 the tutorial compute; GPT-2 and SmolLM2 get no BOS. ``prepend_bos=True`` puts
 the tokenizer's BOS token first, ``prepend_bos=False`` removes one the
 tokenizer would add. TransformerLens prepends BOS by default, so its ranks can
-differ from logitprobe's for the same prompt.
+differ from logitprobe's for the same prompt. The exception is a TransformerLens
+3.x ``HookedTransformer``: there ``prepend_bos=None`` follows the model's own
+``cfg.default_prepend_bos``, so a query sees the tokens ``model.to_tokens(prompt)``
+gives (the tokenizer such a model carries is a copy TransformerLens made to add BOS).
 """
 
 from __future__ import annotations

@@ -186,7 +186,9 @@ def activations(probe: Any, prompt: str, hook: str) -> torch.Tensor:
         while len(cache) >= _MAX_ACTIVATIONS:  # oldest first
             cache.pop(next(iter(cache)))
         ids = torch.tensor([probe.vocab.encode(prompt)], device=probe.device)
-        kwargs = {"logits_to_keep": 1} if probe.backend.kind == "bridge" else {}
+        # A HookedTransformer gets an explicit mask (see backends.HookedTransformerBackend).
+        kwargs = ({"logits_to_keep": 1} if probe.backend.kind == "bridge"
+                  else {"attention_mask": torch.ones_like(ids)})
         with torch.no_grad():
             _, acts = probe.model.run_with_cache(ids, names_filter=hook, **kwargs)
         cache[key] = acts[hook][0].detach().clone()
