@@ -38,6 +38,12 @@ class LogitAssertionError(LogitProbeError, AssertionError):
         parts = [verdict] + ([evidence] if evidence else []) + ([f"hint: {hint}"] if hint else [])
         super().__init__("\n".join(parts))
 
+    def _repr_html_(self) -> str:
+        """The report in a notebook: verdict, evidence (``>`` rows highlighted), hint."""
+        from . import display  # display imports this module
+
+        return display.evidence(self)
+
 
 @dataclass(frozen=True)
 class Target:

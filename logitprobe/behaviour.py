@@ -31,6 +31,7 @@ from typing import Any
 
 from ._schema import SPECS, BehaviourFileError, Case, Expectation, Suite, load_suite, parse_suite
 from .errors import InvalidArgument
+from .progress import check_progress, track
 
 __all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Prefetched", "Suite",
            "check_case", "load_suite", "parse_suite", "prefetch", "queries", "run_suite"]
@@ -179,13 +180,18 @@ def _combined(case: Case, failures: list[tuple[int, Expectation, Exception]]) ->
                                f"({names})", "\n\n".join(blocks))
 
 
-def run_suite(probe: Any, suite: Suite | str | Path) -> list[tuple[Case, Exception | None]]:
-    """Check every case of a suite outside pytest: ``[(case, None or the failure), ...]``."""
+def run_suite(probe: Any, suite: Suite | str | Path, *,
+              progress: Any = False) -> list[tuple[Case, Exception | None]]:
+    """Check every case of a suite outside pytest: ``[(case, None or the failure), ...]``.
+
+    ``progress=True`` (or a tqdm-like callable) shows a bar over the cases.
+    """
+    progress = check_progress(progress)
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
     results = prefetch(probe, list(suite.cases))
     outcome: list[tuple[Case, Exception | None]] = []
-    for case in suite.cases:
+    for case in track(suite.cases, progress, total=len(suite.cases), desc="run_suite"):
         try:
             check_case(probe, case, results)
             outcome.append((case, None))

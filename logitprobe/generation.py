@@ -33,12 +33,15 @@ import torch
 from .errors import InvalidArgument
 from .generation_results import Generation, GenerationStep, SampleFrequencies
 from .kvcache import Decoder
+from .progress import check_progress, track
 from .rng import check_seed, draw, fresh_seed, row_keys, stream_base, uniforms
 
 if TYPE_CHECKING:
     from .results import Candidate, NextToken
 
 __all__ = ["Generation", "GenerationMixin", "GenerationStep"]
+
+SAMPLE_CHUNK = 1 << 20  # samples drawn per step of sample_frequencies (one progress update)
 
 
 def _positive_int(value: Any, name: str, example: str) -> int:
@@ -184,12 +187,13 @@ class GenerationMixin:
                  top_k: int | None = None, top_p: float | None = None,
                  min_p: float | None = None, n: int = 1, seed: int | None = None,
                  stop: str | Sequence[str] | None = None, stop_at_eos: bool = True,
-                 interventions: Any = None) -> Generation | list[Generation]:
+                 interventions: Any = None, progress: Any = False) -> Generation | list[Generation]:
         """Continue ``prompt`` token by token with a KV cache; greedy unless ``do_sample``.
 
         One str prompt and ``n=1`` give a :class:`Generation`; otherwise a list,
         prompt-major (prompt 0's n samples, then prompt 1's, ...). Greedy decoding
         matches Hugging Face ``generate(do_sample=False)`` token for token.
+        ``progress=True`` (or a tqdm-like callable) shows a bar over the new tokens.
 
         >>> probe.generate("The capital of France is", max_new_tokens=3).text  # doctest: +SKIP
         ' Paris.\\n'
@@ -204,14 +208,16 @@ class GenerationMixin:
         seed = fresh_seed() if seed is None else check_seed(seed)
         if not isinstance(stop_at_eos, bool):
             raise InvalidArgument(f"stop_at_eos={stop_at_eos!r}: must be True or False")
+        progress = check_progress(progress)
         seqs = self._encode_for_generation(prompts, max_new_tokens)
         intervention = self._compile_interventions(interventions)
         rows = len(prompts) * n
         ids: list[list[int]] = [[] for _ in range(rows)]
         steps: list[list[GenerationStep]] = [[] for _ in range(rows)]
-        for step in self._decode(prompts, seqs, n=n, max_new_tokens=max_new_tokens, warpers=warpers,
-                                 do_sample=do_sample, seed=seed, stop=stops,
-                                 stop_at_eos=stop_at_eos, intervention=intervention):
+        decode = self._decode(prompts, seqs, n=n, max_new_tokens=max_new_tokens, warpers=warpers,
+                              do_sample=do_sample, seed=seed, stop=stops,
+                              stop_at_eos=stop_at_eos, intervention=intervention)
+        for step in track(decode, progress, total=max_new_tokens, desc="generate"):
             for r in range(rows):
                 if step.active[r]:
                     tid = step.ids[r]
@@ -310,8 +316,13 @@ class GenerationMixin:
     def sample_frequencies(self, prompt: str, n: int = 1000, *,
                            temperature: float | None = None, top_k: int | None = None,
                            top_p: float | None = None, min_p: float | None = None,
-                           seed: int | None = None, interventions: Any = None) -> SampleFrequencies:
+                           seed: int | None = None, interventions: Any = None,
+                           progress: Any = False) -> SampleFrequencies:
         """Counts of ``n`` sampled next tokens, with the warped probabilities they estimate.
+
+        ``progress=True`` (or a tqdm-like callable) shows a bar over the samples (drawn in
+        chunks of ``SAMPLE_CHUNK``; draw ``i`` depends only on ``(seed, i)``, so chunking does
+        not change them).
 
         >>> freq = probe.sample_frequencies("I like oat milk in my", 2000, seed=0)  # doctest: +SKIP
         >>> freq.check(" coffee", at_least=0.1).passed                            # doctest: +SKIP
@@ -324,10 +335,14 @@ class GenerationMixin:
         warpers = self._warpers(True, temperature, top_k, top_p, min_p)
         n = _positive_int(n, "n", "the number of samples, e.g. n=1000")
         seed = fresh_seed() if seed is None else check_seed(seed)
+        progress = check_progress(progress)
         dist = self.next_token(prompt, interventions=interventions)
         probs = probabilities(dist.logits[None], warpers)[0]
-        ids = draw(probs, uniforms(row_keys(stream_base(seed, prompt), torch.arange(n)), 0))
-        counts = Counter(ids.tolist())
+        base = stream_base(seed, prompt)
+        counts: Counter = Counter()
+        chunks = [(lo, min(n, lo + SAMPLE_CHUNK)) for lo in range(0, n, SAMPLE_CHUNK)]
+        for lo, hi in track(chunks, progress, total=len(chunks), desc="sample_frequencies"):
+            counts.update(draw(probs, uniforms(row_keys(base, torch.arange(lo, hi)), 0)).tolist())
         return SampleFrequencies(counts, n, probs=probs.float().cpu(), vocab=self.vocab,
                                  prompt=prompt, seed=seed)
 

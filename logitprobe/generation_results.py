@@ -6,11 +6,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
+from . import display, records
 from .results import _shorten
 from .sampling_stats import (ChiSquareResult, FrequencyCheck, binomial_interval, chi_square_test,
                              frequency_check)
 
 if TYPE_CHECKING:
+    import pandas
     import torch
 
     from .tokens import Vocabulary
@@ -94,6 +96,19 @@ class Generation:
                          f"{s.prob:>8.4f} | {s.rank:>6} | {s.warped_prob:>8.4f}")
         return "\n".join(lines)
 
+    # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
+    def _repr_html_(self) -> str:
+        return display.generation(self)
+
+    def to_records(self) -> list[dict]:
+        """One dict per generated token: prompt, index, step, token, id, prob, logprob, rank,
+        warped_prob."""
+        return records.generation(self)
+
+    def to_pandas(self) -> "pandas.DataFrame":
+        """``to_records()`` as a DataFrame (needs pandas)."""
+        return records.to_pandas(self.to_records())
+
 
 class SampleFrequencies:
     """How often each next token came up in ``n`` samples, next to its sampling probability.
@@ -174,3 +189,16 @@ class SampleFrequencies:
         if len(self._counts) > rows:
             lines.append(f"  ... {len(self._counts) - rows} more tokens")
         return "\n".join(lines)
+
+    # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
+    def _repr_html_(self) -> str:
+        return display.frequencies(self)
+
+    def to_records(self) -> list[dict]:
+        """Every sampled token, most frequent first: prompt, token, id, count, freq, p, and the 99%
+        interval (low, high)."""
+        return records.frequencies(self)
+
+    def to_pandas(self) -> "pandas.DataFrame":
+        """``to_records()`` as a DataFrame (needs pandas)."""
+        return records.to_pandas(self.to_records())

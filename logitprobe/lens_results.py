@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING, Sequence, Union
 
 import torch
 
+from . import display, records
 from .errors import InvalidArgument
 from .results import Candidate, NextToken, TopK, _shorten, log_softmax
 
 if TYPE_CHECKING:
+    import pandas
+
     from .tokens import Vocabulary
 
 __all__ = ["Attribution", "LensResult"]
@@ -143,6 +146,19 @@ class LensResult:
             lines.append(row)
         return "\n".join(lines)
 
+    # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
+    def _repr_html_(self) -> str:
+        return display.lens(self)
+
+    def to_records(self) -> list[dict]:
+        """One dict per entry: prompt, layer, depth, top (the top-k tokens), p_top1, and
+        ``rank '<tok>'`` / ``prob '<tok>'`` for each tracked token."""
+        return records.lens(self)
+
+    def to_pandas(self) -> "pandas.DataFrame":
+        """``to_records()`` as a DataFrame (needs pandas)."""
+        return records.to_pandas(self.to_records())
+
 
 class Attribution:
     """Direct logit attribution of one token's logit (or a logit difference).
@@ -237,3 +253,15 @@ class Attribution:
         lines.append(f"  {'sum':<12} | {self.total:>+11.4f} |")
         lines.append(f"  {'model':<12} | {self.logit:>+11.4f} |  (error {self.error:+.2g})")
         return "\n".join(lines)
+
+    # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
+    def _repr_html_(self) -> str:
+        return display.attribution(self)
+
+    def to_records(self) -> list[dict]:
+        """One dict per part (and the bias): prompt, quantity, part, attribution."""
+        return records.attribution(self)
+
+    def to_pandas(self) -> "pandas.DataFrame":
+        """``to_records()`` as a DataFrame (needs pandas)."""
+        return records.to_pandas(self.to_records())

@@ -14,6 +14,7 @@ from .results import NextToken, Score, TokenScore, log_softmax
 from .generation import GenerationMixin
 from .interventions.use import InterventionMixin
 from .lens import LensMixin
+from .progress import bar, check_progress
 from .tokens import Vocabulary
 
 __all__ = ["Probe"]
@@ -113,18 +114,20 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
     # -- queries ---------------------------------------------------------------------
     @overload
     def next_token(self, prompt: Prompt, *, position: int = -1,
-                   interventions: Any = None) -> NextToken: ...
+                   interventions: Any = None, progress: Any = False) -> NextToken: ...
     @overload
     def next_token(self, prompt: list[Prompt], *, position: int = -1,
-                   interventions: Any = None) -> list[NextToken]: ...
+                   interventions: Any = None, progress: Any = False) -> list[NextToken]: ...
 
-    def next_token(self, prompt, *, position=-1, interventions=None):
+    def next_token(self, prompt, *, position=-1, interventions=None, progress=False):
         """The next-token distribution after ``prompt`` (or after each of a list, batched).
 
         ``position`` reads another position than the last (0-based, negative from
         the end): the prediction made after ``prompt``'s first ``position+1`` tokens.
         ``interventions`` (a spec or a list of specs) edit the forward pass.
+        ``progress=True`` (or a tqdm-like callable) shows a bar over a list of prompts.
         """
+        progress = check_progress(progress)
         intervention = self._compile_interventions(interventions)
         single = isinstance(prompt, str)
         prompts = [prompt] if single else _prompt_list(prompt)
@@ -134,7 +137,7 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
                                   "(-1 for the last token)")
         positions = [_position(position, len(ids), p) for ids, p in zip(seqs, prompts)]
         keeps = [len(ids) - pos for ids, pos in zip(seqs, positions)]
-        logits = self.engine.logits(seqs, keeps, intervention)
+        logits = self._logits_in_chunks(seqs, keeps, intervention, progress)
         results = [NextToken(lg[0], vocab=self.vocab, prompt=p, token_ids=ids, position=pos)
                    for lg, p, ids, pos in zip(logits, prompts, seqs, positions)]
         return results[0] if single else results
@@ -197,6 +200,19 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
                        and int(logits[j].argmax()) == t)
             for j, t in enumerate(cids))
         return Score(prompt=prompt, continuation=cont, tokens=tokens)
+
+    def _logits_in_chunks(self, seqs: list[list[int]], keeps: list[int], intervention: Any,
+                          progress: Any) -> list[torch.Tensor]:
+        """``engine.logits``; with a progress bar, in chunks of about one batched forward each."""
+        if progress is False or len(seqs) == 1:
+            return self.engine.logits(seqs, keeps, intervention)
+        size = max(1, self.engine.max_batch_tokens // max(len(ids) for ids in seqs))
+        out: list[torch.Tensor] = []
+        with bar(progress, total=len(seqs), desc="next_token") as shown:
+            for i in range(0, len(seqs), size):
+                out += self.engine.logits(seqs[i:i + size], keeps[i:i + size], intervention)
+                shown.update(len(seqs[i:i + size]))
+        return out
 
 
 def _prompt_list(prompts: Any) -> list[str]:

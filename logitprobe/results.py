@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Iterator, Sequence, Union
 
 import torch
 
+from . import display, records
 if TYPE_CHECKING:
+    import pandas
+
     from .tokens import Vocabulary
 
 __all__ = ["Candidate", "NextToken", "Score", "TokenScore", "TopK"]
@@ -140,6 +143,18 @@ class TopK(Sequence[Candidate]):
     def __str__(self) -> str:
         return format_table(self._candidates)
 
+    # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
+    def _repr_html_(self) -> str:
+        return display.top_k(self)
+
+    def to_records(self) -> list[dict]:
+        """One dict per row: prompt, rank, token, id, logit, prob, logprob."""
+        return records.candidates(self, self.prompt)
+
+    def to_pandas(self) -> "pandas.DataFrame":
+        """``to_records()`` as a DataFrame (needs pandas)."""
+        return records.to_pandas(self.to_records())
+
 
 class NextToken:
     """The model's distribution over the next token after a prompt (immutable).
@@ -256,6 +271,18 @@ class NextToken:
     def __str__(self) -> str:
         return f"Next token after {self.prompt!r}:\n{self.top(10)}"
 
+    # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
+    def _repr_html_(self) -> str:
+        return display.next_token(self)
+
+    def to_records(self, k: int = 10) -> list[dict]:
+        """The top ``k`` rows (as ``str`` shows, k=10): prompt, rank, token, id, logit, prob, logprob."""
+        return records.next_token(self, k)
+
+    def to_pandas(self, k: int = 10) -> "pandas.DataFrame":
+        """``to_records(k)`` as a DataFrame (needs pandas)."""
+        return records.to_pandas(self.to_records(k))
+
 
 @dataclass(frozen=True)
 class TokenScore:
@@ -310,3 +337,15 @@ class Score:
             lines.append(f"  {_shorten(repr(t.token), 20):<20} | {t.logprob:>9.4f} | "
                          f"{t.prob:>8.4f} | {t.rank:>6}")
         return "\n".join(lines)
+
+    # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
+    def _repr_html_(self) -> str:
+        return display.score(self)
+
+    def to_records(self) -> list[dict]:
+        """One dict per continuation token: position, token, id, logprob, prob, rank, greedy."""
+        return records.score(self)
+
+    def to_pandas(self) -> "pandas.DataFrame":
+        """``to_records()`` as a DataFrame (needs pandas)."""
+        return records.to_pandas(self.to_records())

@@ -11,11 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .. import display, records
 from ..results import NextToken, TopK, _shorten
+
+if TYPE_CHECKING:
+    import pandas
 
 __all__ = ["Comparison", "TokenChange"]
 
@@ -132,6 +136,20 @@ class Comparison:
             names = " - ".join(repr(c.token) for c in self.changes)
             lines.append(f"\n  logit diff {names}: {_fmt(b)} -> {_fmt(a)}")
         return "\n".join(lines)
+
+    # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
+    def _repr_html_(self) -> str:
+        return display.comparison(self)
+
+    def to_records(self, table: str = "top") -> list[dict]:
+        """``table="top"``: one dict per rank (prompt, rank, before, before_id, before_prob,
+        after, after_id, after_prob); ``"changes"``: one per named token (ranks, probs, logits
+        before and after)."""
+        return records.comparison(self, table)
+
+    def to_pandas(self, table: str = "top") -> "pandas.DataFrame":
+        """``to_records(table)`` as a DataFrame (needs pandas)."""
+        return records.to_pandas(self.to_records(table))
 
 
 def _fmt(x: float) -> str:

@@ -12,7 +12,8 @@ logitprobe adds around it:
   patch restores the clean answer and 0 where it does nothing;
 - a heatmap-ready result with layer / position (or head) labels, a table
   ``str()`` and :func:`~logitprobe.interventions.plots.plot_patch_sweep`;
-- no progress bar on stderr (TransformerLens prints one with tqdm).
+- no progress bar on stderr (TransformerLens prints one with tqdm) unless asked for
+  with ``progress=True`` (or a tqdm-like callable).
 
 >>> sw = probe.patch_sweep("The capital of France is", "The capital of Italy is",
 ...                        [" Paris", " Rome"])                          # doctest: +SKIP
@@ -25,11 +26,16 @@ from __future__ import annotations
 import contextlib
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
 
+from .. import display, records
 from ..errors import InvalidArgument, PromptError
+from ..progress import check_progress, track
+
+if TYPE_CHECKING:
+    import pandas
 
 __all__ = ["ACTIVATIONS", "PatchSweep", "sweep"]
 
@@ -96,12 +102,34 @@ class PatchSweep:
             lines.append(f"  {r:>5} | " + " | ".join(f"{v:>{width}.3f}" for v in row))
         return "\n".join(lines)
 
+    # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
+    def _repr_html_(self) -> str:
+        return display.patch_sweep(self)
+
+    def to_records(self) -> list[dict]:
+        """One dict per cell: layer, pos (and its corrupted token) or head, value."""
+        return records.patch_sweep(self)
+
+    def to_pandas(self) -> "pandas.DataFrame":
+        """``to_records()`` as a DataFrame (needs pandas)."""
+        return records.to_pandas(self.to_records())
+
 
 @contextlib.contextmanager
-def _quiet(module: Any) -> Iterator[None]:
-    """TransformerLens wraps its sweep loop in tqdm; a library call must not print."""
+def _quiet(module: Any, progress: Any = False, desc: str = "patch_sweep") -> Iterator[None]:
+    """TransformerLens wraps its sweep loop in tqdm; a library call must not print.
+
+    With ``progress``, its loop shows logitprobe's bar instead (see :mod:`logitprobe.progress`).
+    """
     original = module.tqdm
-    module.tqdm = lambda iterable, *a, **k: iterable
+
+    def loop(iterable: Any, *a: Any, **k: Any) -> Any:
+        if progress is False:
+            return iterable
+        items = list(iterable)
+        return track(items, progress, total=len(items), desc=desc)
+
+    module.tqdm = loop
     try:
         yield
     finally:
@@ -114,7 +142,7 @@ def _whole(corrupted: torch.Tensor, index: Sequence[int], clean: torch.Tensor) -
 
 def sweep(probe: Any, clean: str, corrupted: str, tokens: Sequence[Any] | None = None, *,
           metric: Callable[[torch.Tensor], Any] | None = None, activation: str = "resid_pre",
-          per_position: bool = True) -> PatchSweep:
+          per_position: bool = True, progress: Any = False) -> PatchSweep:
     """Patch ``activation`` of each layer (x position) from ``clean`` into ``corrupted``."""
     import transformer_lens.patching as tlp
     from transformer_lens.utilities import get_act_name
@@ -126,6 +154,7 @@ def sweep(probe: Any, clean: str, corrupted: str, tokens: Sequence[Any] | None =
                               f"{', '.join(ACTIVATIONS)}")
     if not isinstance(per_position, bool):
         raise InvalidArgument(f"per_position={per_position!r}: must be True or False")
+    progress = check_progress(progress)
     fn, name = _metric(probe, tokens, metric)
     clean_ids = probe.vocab.encode(clean, name="clean")
     corrupted_ids = probe.vocab.encode(corrupted, name="corrupted")
@@ -148,7 +177,7 @@ def sweep(probe: Any, clean: str, corrupted: str, tokens: Sequence[Any] | None =
         clean_logits, cache = model.run_with_cache(clean_t, names_filter=names)
         clean_value = float(tl_metric(clean_logits))
         corrupted_value = float(tl_metric(model(corrupted_t)))
-        with _quiet(tlp):
+        with _quiet(tlp, progress, desc=f"patch_sweep {activation}"):
             if activation == "z":
                 values = tlp.get_act_patch_attn_head_out_all_pos(model, corrupted_t, cache,
                                                                  tl_metric)

@@ -101,14 +101,15 @@ class InterventionMixin:
 
     def patch_sweep(self, clean: str, corrupted: str, tokens: Sequence[Any] | None = None, *,
                     metric: Any = None, activation: str = "resid_pre",
-                    per_position: bool = True) -> "PatchSweep":
+                    per_position: bool = True, progress: Any = False) -> "PatchSweep":
         """Patch each layer (x position) from ``clean`` into ``corrupted``; measure a metric.
 
         The metric is ``logit(tokens[0]) - logit(tokens[1])`` at the last position,
         or ``metric(logits)`` for a callable on the last position's logits
         (``Float[Tensor, "vocab"]`` -> float). See :func:`logitprobe.interventions.patching.sweep`.
+        ``progress=True`` (or a tqdm-like callable) shows a bar over the patched forwards.
         """
         from .patching import sweep
 
         return sweep(self, clean, corrupted, tokens, metric=metric, activation=activation,
-                     per_position=per_position)
+                     per_position=per_position, progress=progress)
