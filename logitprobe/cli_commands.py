@@ -25,13 +25,9 @@ def _load(args: argparse.Namespace) -> Any:
     import logitprobe
 
     bos = {"auto": None, "yes": True, "no": False}[args.prepend_bos]
-    # load() is silent; on a terminal, say what takes seconds (the first dequantization)
-    progress = _progress if sys.stderr.isatty() else None
-    return logitprobe.load(args.model, device=args.device, prepend_bos=bos, progress=progress)
-
-
-def _progress(message: str) -> None:
-    print(f"logitprobe: {message}", file=sys.stderr, flush=True)
+    # load() is silent; on a terminal, a bar for what takes seconds (the first dequantization)
+    return logitprobe.load(args.model, device=args.device, prepend_bos=bos,
+                           progress=sys.stderr.isatty())
 
 
 def _json(**data: Any) -> str:

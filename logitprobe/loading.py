@@ -15,7 +15,7 @@ GGUF weights are dequantized once and kept as a float32 copy in the user cache
 every file that is verified on each load; a damaged copy is rebuilt with a
 :class:`DamagedCacheWarning` (:mod:`logitprobe._weights_cache`). Loading is quiet:
 Hugging Face's progress bars and log messages are switched off for the duration
-(:mod:`logitprobe._quiet`); ``progress=`` receives a line before slow work.
+(:mod:`logitprobe._quiet`); ``progress=True`` shows a bar for the one slow step.
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 from ._quiet import quiet
 from ._weights_cache import DamagedCacheWarning, install, problem, write_checksums
 from .errors import InvalidArgument, ModelUnavailableError
+from .progress import bar, check_progress
 
 __all__ = ["DamagedCacheWarning", "cache_dir", "dequantized_dir", "hub_reachable", "load",
            "smollm2_path"]
@@ -105,14 +105,14 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def load(model: str = "gpt2", *, device: Any = None, dtype: Any = None,
-         prepend_bos: bool | None = None, progress: Callable[[str], None] | None = None,
-         **bridge_kwargs: Any):
+         prepend_bos: bool | None = None, progress: Any = False, **bridge_kwargs: Any):
     """Load a model through TransformerLens and wrap it in a :class:`~logitprobe.Probe`.
 
     Loading the same arguments twice in one process returns the same probe. Nothing
-    is printed: ``progress``, when given, is called with a one-line message before
-    work that takes seconds (the first dequantization of a GGUF file) and after it
-    (the command line passes one when stderr is a terminal).
+    is printed: ``progress=True`` (or a tqdm-like callable, as for the other calls
+    that take ``progress=``) shows a bar for the only step that takes tens of
+    seconds, the first dequantization of a GGUF file; the command line asks for it
+    when stderr is a terminal.
 
     >>> probe = logitprobe.load("smollm2")                      # doctest: +SKIP
     >>> probe.next_token("I like oat milk in my").argmax.token  # doctest: +SKIP
@@ -120,9 +120,7 @@ def load(model: str = "gpt2", *, device: Any = None, dtype: Any = None,
     """
     _check_model(model)
     _check_bridge_kwargs(bridge_kwargs)
-    if progress is not None and not callable(progress):
-        raise InvalidArgument(f"progress={_short(progress)}: `progress` must be a function "
-                              "taking one str (e.g. progress=print), or None")
+    progress = check_progress(progress)
     import torch
 
     from .probe import Probe
@@ -235,7 +233,7 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def _boot(spec: str, *, device: Any, dtype: Any, bridge_kwargs: dict,
-          progress: Callable[[str], None] | None = None) -> Any:
+          progress: Any = False) -> Any:
     if spec.lower() == "smollm2":
         return _boot_gguf(smollm2_path(), spec, device, dtype, bridge_kwargs, progress)
     path = Path(spec).expanduser()
@@ -303,7 +301,7 @@ def _boot_local_dir(path: Path, spec: str, device: Any, dtype: Any, bridge_kwarg
 
 
 def _boot_gguf(path: Path, spec: str, device: Any, dtype: Any, bridge_kwargs: dict,
-               progress: Callable[[str], None] | None = None) -> Any:
+               progress: Any = False) -> Any:
     copy = _dequantized_copy(path, spec, progress)
     if copy is None:
         hf_model, tokenizer = _read_gguf(path, spec, dtype)
@@ -376,7 +374,7 @@ def _warn_rebuild(path: Path, target: Path, reason: str) -> None:
         "rebuilding it from the GGUF file (once; tens of seconds)"), stacklevel=_stacklevel())
 
 
-def _dequantized_copy(path: Path, spec: str, progress: Callable[[str], None] | None = None,
+def _dequantized_copy(path: Path, spec: str, progress: Any = False,
                       *, rebuild: bool = False) -> Path | None:
     """A checked float32 safetensors copy of a GGUF file in the cache (made on first use).
 
@@ -389,32 +387,29 @@ def _dequantized_copy(path: Path, spec: str, progress: Callable[[str], None] | N
         if reason is None:
             return target
         _warn_rebuild(path, target, reason)
-    started = time.perf_counter()
-    if progress is not None:
-        progress(f"dequantizing {path.name} to float32 (once; tens of seconds); "
-                 f"caching it in {target}")
-    hf_model, tokenizer = _read_gguf(path, spec, _float32())
-    tmp: Path | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-        hf_model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_checksums(tmp)  # last: a copy with checksums is complete
-        installed = install(tmp, target)  # renames: a half-written copy is never used
-    except OSError as exc:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        warnings.warn(RuntimeWarning(
-            f"logitprobe: could not cache the dequantized {path.name} in {target} ({exc}), so "
-            "every load dequantizes it again; set LOGITPROBE_CACHE_DIR to a writable directory"),
-            stacklevel=_stacklevel())
-        return None
+    with bar(progress, total=3, desc=f"dequantizing {path.name} (once)") as shown:
+        hf_model, tokenizer = _read_gguf(path, spec, _float32())
+        shown.update(1)
+        tmp: Path | None = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+            hf_model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            shown.update(1)
+            write_checksums(tmp)  # last: a copy with checksums is complete
+            installed = install(tmp, target)  # renames: a half-written copy is never used
+            shown.update(1)
+        except OSError as exc:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            warnings.warn(RuntimeWarning(
+                f"logitprobe: could not cache the dequantized {path.name} in {target} ({exc}), "
+                "so every load dequantizes it again; set LOGITPROBE_CACHE_DIR to a writable "
+                "directory"), stacklevel=_stacklevel())
+            return None
     if not installed and problem(target) is not None:  # another process's copy, checked
         return None
-    if progress is not None:
-        progress(f"dequantized in {time.perf_counter() - started:.0f} s; "
-                 "later loads read the cached copy")
     return target
 
 

@@ -101,9 +101,10 @@ def test_passed_through_keywords_are_exactly_the_bridges_options():
                                               "hf_model"}
 
 
-def test_progress_must_be_callable(no_loading, tiny_gpt2_dir):
-    with pytest.raises(InvalidArgument, match=r"progress=True: `progress` must be a function"):
-        logitprobe.load(str(tiny_gpt2_dir), progress=True)
+def test_progress_must_be_a_bool_or_a_bar(no_loading, tiny_gpt2_dir):
+    with pytest.raises(InvalidArgument, match=r"progress='yes': `progress` must be True, False "
+                                              r"or a tqdm-like callable"):
+        logitprobe.load(str(tiny_gpt2_dir), progress="yes")
 
 
 @pytest.mark.parametrize("model, words", [
@@ -168,7 +169,7 @@ def test_the_cli_asks_for_progress_only_on_a_terminal(monkeypatch, tty):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
     args = type("Args", (), {"model": "smollm2", "device": None, "prepend_bos": "auto"})()
     cli_commands._load(args)
-    assert (seen["progress"] is not None) is tty
+    assert seen["progress"] is tty
 
 
 def test_wrapping_a_hugging_face_model_prints_nothing(tiny_hf, capfd):

@@ -140,15 +140,41 @@ def test_intact_files_that_cannot_be_loaded_are_rebuilt_once_then_explained(fake
     assert len(calls) == 2 and len(fake_gguf.reads) == 2
 
 
-def test_progress_hears_about_the_dequantization_only(fake_gguf, monkeypatch):
-    messages = []
+class _Bar:
+    """A tqdm-like bar that records what it is told."""
+
+    shown: list = []
+
+    def __init__(self, total, desc):
+        self.total, self.desc, self.done, self.closed = total, desc, 0, False
+        self.shown.append(self)
+
+    def update(self, n=1):
+        self.done += n
+
+    def close(self):
+        self.closed = True
+
+
+def test_progress_shows_the_dequantization_only(fake_gguf, monkeypatch):
+    _Bar.shown = []
     monkeypatch.setattr(loading, "_LOADED", {})
-    logitprobe.load(str(fake_gguf), device="cpu", progress=messages.append)
-    assert len(messages) == 2
-    assert "dequantizing tiny.gguf" in messages[0] and "dequantized in" in messages[1]
+    logitprobe.load(str(fake_gguf), device="cpu", progress=_Bar)
+    [bar] = _Bar.shown
+    assert "dequantizing tiny.gguf" in bar.desc and bar.done == bar.total == 3 and bar.closed
     monkeypatch.setattr(loading, "_LOADED", {})
-    logitprobe.load(str(fake_gguf), device="cpu", progress=messages.append)
-    assert len(messages) == 2  # a warm load is not slow work
+    logitprobe.load(str(fake_gguf), device="cpu", progress=_Bar)
+    assert len(_Bar.shown) == 1  # a warm load is not slow work: no bar
+
+
+def test_progress_true_draws_on_stderr_only_when_asked(fake_gguf, monkeypatch, capfd):
+    capfd.readouterr()
+    logitprobe.load(str(fake_gguf), device="cpu", progress=True)
+    assert "dequantizing tiny.gguf" in capfd.readouterr().err
+    fresh_load(fake_gguf, monkeypatch)  # a warm load, progress or not, prints nothing
+    monkeypatch.setattr(loading, "_LOADED", {})
+    logitprobe.load(str(fake_gguf), device="cpu", progress=True)
+    assert capfd.readouterr() == ("", "")
 
 
 def test_install_replaces_a_damaged_copy_and_yields_to_a_newer_one(tmp_path, monkeypatch):
