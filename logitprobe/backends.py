@@ -9,9 +9,12 @@ removes hooks the caller did not add).
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any, Callable, Iterator
 
 import torch
+
+from .errors import InvalidArgument
 
 __all__ = ["BridgeBackend", "HookedTransformerBackend", "backend_for", "own_hooks"]
 
@@ -140,5 +143,12 @@ def backend_for(model: Any) -> BridgeBackend | HookedTransformerBackend:
         return BridgeBackend(model)
     if "HookedTransformer" in names:
         return HookedTransformerBackend(model)
-    raise TypeError(f"model={type(model).__name__}: expected a TransformerLens TransformerBridge "
-                    "or HookedTransformer, or a Hugging Face causal LM")
+    if isinstance(model, (str, os.PathLike)):
+        shown = repr(str(model)) if len(str(model)) <= 60 else repr(str(model)[:57]) + "…"
+        raise InvalidArgument(
+            f"model={shown}: Probe wraps a model object you already hold; to load a model by "
+            f"name or path use logitprobe.load({shown})")
+    raise InvalidArgument(
+        f"model=<{type(model).__name__} object>: Probe needs a TransformerLens TransformerBridge "
+        "or HookedTransformer, or a Hugging Face causal LM (a transformers PreTrainedModel); "
+        "load one by name or path with logitprobe.load(...)")

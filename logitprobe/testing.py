@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+from ._quiet import quiet
 from .errors import InvalidArgument
 
 __all__ = ["CORPUS", "SIZES", "build_random_gpt2"]
@@ -100,7 +101,8 @@ def build_random_gpt2(
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG alone
         torch.manual_seed(seed)
         model = GPT2LMHeadModel(config).eval()
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    with quiet():  # no "Writing model shards" bar: the library prints nothing
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
     stamp_file.write_text(json.dumps(stamp))
     return path

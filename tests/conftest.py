@@ -30,11 +30,11 @@ def smol() -> "logitprobe.Probe":
 @pytest.fixture(scope="session")
 def smol_hf_dir(smol):
     """The float32 Hugging Face copy of SmolLM2 that load('smollm2') made."""
-    from logitprobe.loading import cache_dir
+    from logitprobe.loading import dequantized_dir, smollm2_path
 
-    dirs = sorted((cache_dir() / "gguf").glob("SmolLM2-135M-Instruct*"))
-    assert dirs, "load('smollm2') should have cached a float32 copy"
-    return dirs[-1]
+    directory = dequantized_dir(smollm2_path())
+    assert (directory / "model.safetensors").is_file(), "load('smollm2') should have cached it"
+    return directory
 
 
 def hf_reference(directory):

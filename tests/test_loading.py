@@ -81,7 +81,8 @@ def test_smollm2_not_installed(monkeypatch):
 
 
 def test_model_must_be_a_name_or_path():
-    with pytest.raises(TypeError, match=r"wrap a model object you already hold with Probe\(model\)"):
+    with pytest.raises(logitprobe.InvalidArgument,
+                       match=r"wrap a model object you already hold with logitprobe.Probe\(model"):
         logitprobe.load(123)
 
 
@@ -124,5 +125,6 @@ def test_wrap_a_hugging_face_model_leaves_it_unchanged(tiny_gpt2_dir):
 
 
 def test_wrap_rejects_other_objects():
-    with pytest.raises(TypeError, match=r"model=dict: expected a TransformerLens TransformerBridge"):
+    with pytest.raises(logitprobe.InvalidArgument,
+                       match=r"model=<dict object>: Probe needs a TransformerLens TransformerBridge"):
         Probe({})
