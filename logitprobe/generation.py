@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 import torch
 
+from ._finite import find_nonfinite
 from .errors import InvalidArgument
 from .generation_results import Generation, GenerationStep, SampleFrequencies
 from .kvcache import Decoder
@@ -141,6 +142,7 @@ class GenerationMixin:
                           stats=self.engine.stats)
         logits = decoder.prefill(seqs, repeats=n)  # (rows, vocab)
         rows = logits.shape[0]
+        self._check_finite(logits, [list(seqs[r // n]) for r in range(rows)], intervention)
         keys = None
         if do_sample:  # prompt-major rows: prompt j's samples 0..n-1
             keys = torch.cat([row_keys(stream_base(seed, p), torch.arange(n)) for p in prompts])
@@ -170,9 +172,27 @@ class GenerationMixin:
                 break
             feed = torch.tensor([i if a else self.engine.pad_id for i, a in zip(ids, active)])
             logits = decoder.step(feed)
+            self._check_finite(logits, [list(seqs[r // n]) + generated[r] if active[r] else None
+                                        for r in range(rows)], intervention)
         check = getattr(intervention, "check_fired", None)
         if callable(check):
             check()
+
+    def _check_finite(self, logits: torch.Tensor, rows: list[list[int] | None],
+                      intervention: Any) -> None:
+        """NonFiniteLogitsError when an active row's logits are NaN / +inf / all -inf.
+
+        ``rows[r]`` is row r's tokens so far (None: finished, its logits are unused).
+        """
+        bad = find_nonfinite(logits[:, None])
+        if bad is None:
+            return
+        live = [r for r, ids in enumerate(rows) if ids is not None]
+        bad = find_nonfinite(logits[live][:, None]) if len(live) < len(rows) else bad
+        if bad is None:
+            return
+        ids = rows[live[bad.row]]
+        raise self.engine.nonfinite_error(bad, ids, 1, intervention)
 
     def _hit_stop(self, ids: list[int], stop: tuple[str, ...]) -> str | None:
         text = self.vocab.decode(ids)

@@ -54,6 +54,7 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
             pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         self.engine = Engine(self.backend, pad_id=int(pad), cache_bytes=cache_bytes,
                              max_batch_tokens=max_batch_tokens)
+        self.engine.decode = self.vocab.decode  # names the prompt in NonFiniteLogitsError
 
     # -- facts -----------------------------------------------------------------------
     @property
