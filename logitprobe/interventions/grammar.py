@@ -85,22 +85,25 @@ class Expression:
         return node
 
     def _folded(self, node: tuple, col: int) -> tuple:
-        """``node`` after checking its constant parts stay finite float32 values."""
+        """``node``, with a constant part folded (float64) into one finite float32 number."""
         op, a, b = node[1], _constant(node[2]), _constant(node[3])
         if op == "/" and b == 0:
             self._fail("division by zero", col)
-        if a is not None and b is not None:
-            value = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else math.inf}[op]
-            if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
-                self._fail(f"{_fmt(a)} {op} {_fmt(b)} overflows float32 (|x| <= 3.4e38)", col)
-        return node
+        if a is None or b is None:
+            return node
+        value = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else math.inf}[op]
+        if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+            self._fail(f"{_fmt(a)} {op} {_fmt(b)} overflows float32 (|x| <= 3.4e38)", col)
+        return ("num", value)
 
     def _unary(self) -> tuple:
         tok = self._peek()
         if tok is not None and tok[0] == "op" and tok[1] in "+-":
             self._i += 1
             inner = self._unary()
-            return ("neg", inner) if tok[1] == "-" else inner
+            if tok[1] == "+":
+                return inner
+            return ("num", -inner[1]) if inner[0] == "num" else ("neg", inner)
         return self._atom()
 
     def _atom(self) -> tuple:
@@ -205,18 +208,8 @@ def _tokenize(text: str, name: str) -> list[tuple[str, str, int]]:
 
 
 def _constant(node: tuple) -> float | None:
-    """The value of a subtree made of numbers only (float64), else None."""
-    if node[0] == "num":
-        return node[1]
-    if node[0] == "neg":
-        inner = _constant(node[1])
-        return None if inner is None else -inner
-    if node[0] == "bin":
-        a, b = _constant(node[2]), _constant(node[3])
-        if a is None or b is None:
-            return None
-        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else math.inf}[node[1]]
-    return None
+    """The value of a folded constant node, else None."""
+    return node[1] if node[0] == "num" else None
 
 
 def _fmt(x: float) -> str:
