@@ -215,3 +215,27 @@ def test_probabilities_and_sample_from_refuse_rows_without_mass():
     assert issubclass(EmptyDistributionError, InvalidArgument)
     torch.testing.assert_close(probabilities(torch.tensor([0.0, -INF]), []),
                                torch.tensor([1.0, 0.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.lists(st.sampled_from([0.0, -1.5, 3.0, -INF, INF, NAN]), min_size=3,
+                                  max_size=3), min_size=3, max_size=3), min_size=1, max_size=4),
+       st.data())
+def test_property_find_nonfinite_equals_a_plain_loop(rows, data):
+    logits = torch.tensor(rows)  # (B, keep=3, vocab=3)
+    keeps = data.draw(st.lists(st.integers(1, 3), min_size=len(rows), max_size=len(rows)))
+    expected = None
+    for r, row in enumerate(rows):
+        for c in range(3 - keeps[r], 3):
+            values = row[c]
+            if any(math.isnan(v) for v in values):
+                expected = (r, c, "NaN")
+            elif INF in values:
+                expected = (r, c, "+inf")
+            elif all(v == -INF for v in values):
+                expected = (r, c, "no finite logit")
+            if expected:
+                break
+        if expected:
+            break
+    assert find_nonfinite(logits, keeps) == expected

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from logitprobe import InvalidArgument, PromptError, TokenError
 
@@ -112,3 +114,24 @@ def test_split_is_validated_and_whitespace_only_prompt_explained(tiny):
         tiny.score("Hi", " there", split="lm-eval")
     with pytest.raises(PromptError, match="leaves no context.*split='exact'"):
         tiny.score("   ", "x")
+
+
+WORDS = ["the", " cat", " sat", " on", " mat", " Paris", " coffee", "milk", " I", "like", " ",
+         "  ", "\n", "\n    ", "\t", ".", ",", " dog"]
+text = st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map("".join)
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(context=text, continuation=text)
+def test_property_harness_split_equals_hugging_face(tiny, tiny_hf, context, continuation):
+    """Any context (whitespace-ended or not) and continuation: the harness rule, within 1e-4."""
+    model, tok = tiny_hf
+    try:
+        score = tiny.score(context, continuation)
+    except (InvalidArgument, PromptError) as exc:  # only for text that leaves nothing to score
+        assert "no context" in str(exc) or "adds no token" in str(exc), exc
+        return
+    ids, expected = harness_reference(model, tok, context, continuation)
+    assert [t.id for t in score.tokens] == ids
+    assert score.logprobs == pytest.approx(expected, abs=1e-4)
