@@ -8,6 +8,7 @@ a rank. (TransformerLens's ``test_prompt`` prints 0-based ranks.)
 from __future__ import annotations
 
 import math
+import numbers
 import weakref
 from dataclasses import dataclass
 from functools import cached_property
@@ -52,8 +53,8 @@ class Candidate:
             return NotImplemented
         if isinstance(other, str):
             return self.token == other
-        if isinstance(other, int):
-            return self.id == other
+        if isinstance(other, numbers.Integral):  # int, numpy ints
+            return self.id == int(other)
         return NotImplemented
 
     def __hash__(self) -> int:
@@ -109,7 +110,8 @@ class TopK(Sequence[Candidate]):
     """The k most likely next tokens, best first.
 
     Supports ``" Paris" in top`` (by token string, id or :class:`Candidate`),
-    indexing, iteration and ``len``; ``str(top)`` is a table.
+    indexing, iteration and ``len``; ``str(top)`` is a table. Two lists are equal
+    when they hold the same tokens in the same order (candidates compare as tokens).
     """
 
     def __init__(self, candidates: Sequence[Candidate], *, prompt: str | None = None,
