@@ -73,7 +73,8 @@ def test_a_constant_expression_that_parses_is_a_finite_float32(text):
 # -- spec numbers: finite and within float32 ------------------------------------------------
 @pytest.mark.parametrize("make, fragment", [
     (lambda: Scale("blocks.0.hook_resid_pre", factor=1e308), "factor=1e+308: `factor` must be"),
-    (lambda: Steer("blocks.0.hook_resid_pre", coefficient=1e308, vector=[1.0]), "coefficient=1e+308"),
+    (lambda: Steer("blocks.0.hook_resid_pre", coefficient=1e308, vector=[1.0]),
+     "coefficient=1e+308"),
     (lambda: Steer("blocks.0.hook_resid_pre", vector=[1.0, 5e38]), "vector[1]=5e+38"),
     (lambda: AddLogit(" a", amount=-1e39), "amount=-1e+39"),
     (lambda: ScaleLogit(" a", factor=10**400), "factor=inf"),
@@ -95,7 +96,8 @@ def test_minus_inf_and_float32_max_are_allowed():
 def test_find_nonfinite_kinds_and_padding():
     ok = torch.tensor([0.0, -INF, 1.0])
     assert find_nonfinite(ok.expand(2, 3, 3)) is None
-    for row, what in [(torch.tensor([0.0, NAN, 1.0]), "NaN"), (torch.tensor([0.0, INF, 1.0]), "+inf"),
+    for row, what in [(torch.tensor([0.0, NAN, 1.0]), "NaN"),
+                      (torch.tensor([0.0, INF, 1.0]), "+inf"),
                       (torch.full((3,), -INF), "no finite logit")]:
         x = ok.repeat(2, 3, 1)
         x[1, 2] = row
