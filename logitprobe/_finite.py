@@ -36,8 +36,8 @@ def find_nonfinite(logits: torch.Tensor, keeps: Sequence[int] | None = None) -> 
     best = logits.amax(dim=-1)  # (B, keep): NaN if any NaN, +inf if any +inf, -inf if all -inf
     ok = torch.isfinite(best)
     if keeps is not None and min(keeps) < best.shape[1]:
-        cols = torch.arange(best.shape[1])[None, :]
-        ok = ok | (cols < best.shape[1] - torch.tensor(list(keeps))[:, None])
+        cols = torch.arange(best.shape[1], device=best.device)[None, :]
+        ok = ok | (cols < best.shape[1] - torch.tensor(list(keeps), device=best.device)[:, None])
     if bool(ok.all()):
         return None
     row, col = (int(i) for i in (~ok).nonzero()[0])
