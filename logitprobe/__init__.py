@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "Candidate": "logitprobe.results",
     "ChiSquareResult": "logitprobe.sampling_stats",
     "Comparison": "logitprobe.interventions.compare",
+    "EmptyDistributionError": "logitprobe.errors",
     "FrequencyCheck": "logitprobe.sampling_stats",
     "Generation": "logitprobe.generation_results",
     "GenerationStep": "logitprobe.generation_results",
@@ -32,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "LogitProbeError": "logitprobe.errors",
     "ModelUnavailableError": "logitprobe.errors",
     "NextToken": "logitprobe.results",
+    "NonFiniteLogitsError": "logitprobe.errors",
     "PatchSweep": "logitprobe.interventions.patching",
     "Probe": "logitprobe.probe",
     "PromptError": "logitprobe.errors",
@@ -74,8 +76,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
                              assert_prob_increases, assert_rank_at_least, assert_rank_at_most)
     from .behaviour import BehaviourFileError
     from .engine import Stats
-    from .errors import (InvalidArgument, LogitProbeError, ModelUnavailableError, PromptError,
-                         TokenError)
+    from .errors import (EmptyDistributionError, InvalidArgument, LogitProbeError,
+                         ModelUnavailableError, NonFiniteLogitsError, PromptError, TokenError)
     from .generation_results import Generation, GenerationStep, SampleFrequencies
     from .interventions.compare import Comparison
     from .interventions.patching import PatchSweep

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from .results import Candidate, NextToken, TopK
     from .tokens import Vocabulary
 
-__all__ = ["LogitAssertionError", "Target", "compact_contains", "resolve", "table"]
+__all__ = ["LogitAssertionError", "Target", "compact_contains", "compact_equals", "resolve",
+           "table"]
 
 PROMPT_WIDTH = 300  # characters of a prompt shown in a full report
 
@@ -223,11 +224,77 @@ def compact_contains(op: str, left: Any, right: TopK) -> list[str] | None:
         lines.append(_compact_row(cand, ">"))
     if hint:
         lines.append(f"hint: {hint}")
+    return _fit(lines)
+
+
+def _fit(lines: list[str]) -> list[str]:
+    """At most 8 lines and 640 characters: what pytest shows without ``-vv``."""
     lines = lines[:8]
     while sum(len(line) + 1 for line in lines) > 640 and len(lines) > 1:
         longest = max(range(len(lines)), key=lambda i: len(lines[i]))
         lines[longest] = lines[longest][: max(40, len(lines[longest]) - 80)] + "…"
     return lines
+
+
+# -- the compact report for `candidate == token` / `!=` ------------------------------------
+def compact_equals(op: str, left: Any, right: Any) -> list[str] | None:
+    """Explanation lines for a failed ``candidate == token`` (or ``!=``), either side a Candidate.
+
+    The same evidence as a failed ``token in top``: the top rows of the distribution
+    the candidate came from, the expected token's row marked ``>``, the candidate's
+    ``*``, and a spelling hint. Two candidates: each one's token, rank and prompt.
+    """
+    from .results import Candidate
+
+    if not isinstance(left, Candidate):
+        left, right = right, left  # `" Rome" == nt.argmax`: the candidate is the subject
+    if not isinstance(left, Candidate):
+        return None
+    if isinstance(right, Candidate):
+        return _fit([f"{left.token!r} {op} {right.token!r}: "
+                     + ("different tokens" if op == "==" else "the same token")
+                     + f" (ids {left.id} and {right.id})",
+                     _side("left", left), _side("right", right)])
+    nt = left.source
+    if nt is None:  # the distribution is gone: only what the candidate holds
+        return [f"{left.token!r} {op} {right!r}: the candidate is {left.token!r} (id {left.id}, "
+                f"{describe(left)})"[:600]]
+    prompt = short(nt.prompt, 80)
+    try:
+        target = resolve(nt._vocab, right)
+    except TokenError as exc:
+        return [f"{left.token!r} {op} {right!r}: {exc}"[:600]]
+    cand = nt.candidate(target.id) if target.single else None
+    head = f"{left.token!r} (rank {left.rank}) {op} {_label(right, target)} after {prompt}"
+    lines = [head + (f": {_label(right, target)} is rank {cand.rank}" if cand else "")]
+    if target.single:
+        hint = better_spelling(nt, nt._vocab, target, cand.rank) if op == "==" else None
+    else:
+        hint = several_tokens_hint(nt, nt._vocab, target)
+    marks = {left.id: "*"}
+    if cand is not None:
+        marks[cand.id] = ">"
+    extra = sorted({c.id: c for c in (left, cand) if c is not None}.values(), key=lambda c: c.rank)
+    room = 7 - (1 if hint else 0)  # 8 lines: the verdict, rows, the hint
+    top = list(nt.top(min(5, nt.vocab_size)))
+    outside = [c for c in extra if c.id not in [t.id for t in top]]
+    top = top[: max(1, room - len(outside))]
+    outside = [c for c in extra if c.id not in [t.id for t in top]]
+    lines += [_compact_row(c, marks.get(c.id, " ")) for c in top]
+    lines += [_compact_row(c, marks[c.id]) for c in outside]
+    if hint:
+        lines.append(f"hint: {hint}")
+    return _fit(lines)
+
+
+def _label(given: Any, target: Target) -> str:
+    return repr(given) if isinstance(given, str) else target.label()
+
+
+def _side(name: str, c: Any) -> str:
+    nt = c.source
+    where = f" after {short(nt.prompt, 60)}" if nt is not None else ""
+    return f"{name}: {c.token!r} id {c.id}, {describe(c)}{where}"
 
 
 def _compact_row(c: Candidate, mark: str) -> str:

@@ -23,6 +23,8 @@ from typing import Any, Callable, Hashable, Iterable, Protocol, Sequence
 
 import torch
 
+from ._finite import explain, find_nonfinite
+
 __all__ = ["BatchLayout", "Engine", "Stats"]
 
 HookList = list[tuple[str, Callable]]
@@ -106,6 +108,7 @@ class Engine:
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._cached_bytes = 0
         self.stats = Stats()
+        self.decode: Callable[[Sequence[int]], str] | None = None  # ids -> text, for errors
 
     # -- cache ---------------------------------------------------------------------
     def _lookup(self, key: tuple, keep: int) -> torch.Tensor | None:
@@ -222,8 +225,29 @@ class Engine:
         return max(1, min(self.max_batch_tokens // longest,
                           self.max_batch_logits // max(1, keep * vocab)))
 
+    def nonfinite_error(self, bad: Any, ids: Sequence[int], keep: int,
+                        intervention: Intervention | None) -> Exception:
+        """The error for bad logits at ``bad.column`` of the last ``keep`` positions of ``ids``.
+
+        Re-runs ``ids`` alone without, then with growing prefixes of, the interventions
+        (uncached, unchecked) to name which one produced the values.
+        """
+        def fails(sub: Intervention | None) -> bool:
+            out = self._run([_Request(tuple(ids), keep)], sub, check=False)[0]
+            return find_nonfinite(out[None]) is not None
+
+        prompt = None
+        if self.decode is not None:
+            try:
+                prompt = self.decode(ids)
+            except Exception:  # noqa: BLE001 - the prompt is only context for the message
+                prompt = None
+        return explain(bad, position=len(ids) - keep + bad.column, n_tokens=len(ids),
+                       prompt=prompt, intervention=intervention, fails=fails)
+
     @torch.no_grad()
-    def _run(self, group: list[_Request], intervention: Intervention | None) -> list[torch.Tensor]:
+    def _run(self, group: list[_Request], intervention: Intervention | None, *,
+             check: bool = True) -> list[torch.Tensor]:
         lengths = [len(r.ids) for r in group]
         T = max(lengths)
         keep = max(r.keep for r in group)
@@ -247,4 +271,10 @@ class Engine:
         self.stats.tokens += sum(lengths)
         self.stats.padded_tokens += T * len(group) - sum(lengths)
         logits = logits.to("cpu", torch.float32)
+        # NaN / +inf / all -inf is no answer: one reduction per forward over what rows read.
+        bad = find_nonfinite(logits, [r.keep for r in group]) if check else None
+        if bad is not None:
+            req = group[bad.row]
+            raise self.nonfinite_error(bad._replace(column=bad.column - (keep - req.keep)),
+                                       req.ids, req.keep, intervention)
         return [logits[row, keep - r.keep:].clone() for row, r in enumerate(group)]

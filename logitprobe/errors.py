@@ -8,9 +8,11 @@ to fix it. Argument errors also subclass :class:`ValueError` so generic
 from __future__ import annotations
 
 __all__ = [
+    "EmptyDistributionError",
     "InvalidArgument",
     "LogitProbeError",
     "ModelUnavailableError",
+    "NonFiniteLogitsError",
     "PromptError",
     "TokenError",
 ]
@@ -41,4 +43,22 @@ class ModelUnavailableError(LogitProbeError, OSError):
 
     The message says what was tried, why it failed and which offline
     alternatives exist.
+    """
+
+
+class NonFiniteLogitsError(LogitProbeError, ArithmeticError):
+    """A forward pass produced logits that are no answer: NaN, +inf, or no finite logit at all.
+
+    ``-inf`` is a legitimate logit (a banned token has probability 0); a row whose
+    logits are all ``-inf`` (every token banned) is not. The message names the
+    intervention that produced the values (or "the model itself" when none was
+    applied), the position and what was found.
+    """
+
+
+class EmptyDistributionError(InvalidArgument):
+    """After the warpers, no token has a finite probability to sample or choose from.
+
+    Raised instead of sampling from NaN, e.g. when ``temperature`` is so small that
+    ``logits / temperature`` overflows float32.
     """

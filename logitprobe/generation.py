@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 import torch
 
+from ._finite import find_nonfinite
 from .errors import InvalidArgument
 from .generation_results import Generation, GenerationStep, SampleFrequencies
 from .kvcache import Decoder
@@ -144,6 +145,7 @@ class GenerationMixin:
                           stats=self.engine.stats)
         logits = decoder.prefill(seqs, repeats=n)  # (rows, vocab)
         rows = logits.shape[0]
+        self._check_finite(logits, None, lambda r: list(seqs[r // n]), intervention)
         keys = None
         if do_sample:  # prompt-major rows: prompt j's samples 0..n-1
             keys = torch.cat([row_keys(stream_base(seed, p), torch.arange(n)) for p in prompts])
@@ -173,9 +175,27 @@ class GenerationMixin:
                 break
             feed = torch.tensor([i if a else self.engine.pad_id for i, a in zip(ids, active)])
             logits = decoder.step(feed)
+            self._check_finite(logits, active, lambda r: list(seqs[r // n]) + generated[r],
+                               intervention)
         check = getattr(intervention, "check_fired", None)
         if callable(check):
             check()
+
+    def _check_finite(self, logits: torch.Tensor, active: list[bool] | None,
+                      tokens: Any, intervention: Any) -> None:
+        """NonFiniteLogitsError when an active row's logits are NaN / +inf / all -inf.
+
+        ``active[r]`` False: row r has finished and its logits are unused (None: all
+        active); ``tokens(r)`` is row r's tokens so far, built only for the error.
+        """
+        bad = find_nonfinite(logits[:, None])  # one reduction per step
+        if bad is None:
+            return
+        live = [r for r in range(logits.shape[0]) if active is None or active[r]]
+        bad = find_nonfinite(logits[live][:, None]) if len(live) < logits.shape[0] else bad
+        if bad is None:
+            return
+        raise self.engine.nonfinite_error(bad, tokens(live[bad.row]), 1, intervention)
 
     def _hit_stop(self, ids: list[int], stop: tuple[str, ...]) -> str | None:
         text = self.vocab.decode(ids)

@@ -58,6 +58,7 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
             pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         self.engine = Engine(self.backend, pad_id=int(pad), cache_bytes=cache_bytes,
                              max_batch_tokens=max_batch_tokens)
+        self.engine.decode = self.vocab.decode  # names the prompt in NonFiniteLogitsError
 
     # -- facts -----------------------------------------------------------------------
     @property
@@ -149,34 +150,40 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         return self.engine.logits([ids], [len(ids)], intervention)[0].clone()
 
     @overload
-    def score(self, prompt: Prompt, continuation: str, *, interventions: Any = None) -> Score: ...
+    def score(self, prompt: Prompt, continuation: str, *, interventions: Any = None,
+              split: str = "harness") -> Score: ...
     @overload
     def score(self, prompt: list[Prompt], continuation: str | list[str], *,
-              interventions: Any = None) -> list[Score]: ...
+              interventions: Any = None, split: str = "harness") -> list[Score]: ...
 
-    def score(self, prompt, continuation, *, interventions=None):
+    def score(self, prompt, continuation, *, interventions=None, split="harness"):
         """Log-probability of ``continuation`` after ``prompt`` under teacher forcing.
 
-        Prompt and continuation are tokenized separately (the continuation with no
-        special tokens) and concatenated, as evaluation harnesses do, so the
-        continuation's tokens are exactly ``probe.tokenize``-free pieces of it.
+        ``split="harness"`` (the default) splits text into context and continuation
+        tokens as lm-evaluation-harness 0.4 ``loglikelihood`` does: the prompt's
+        trailing whitespace moves onto the continuation, prompt + continuation are
+        tokenized together, and the continuation is every token after the (stripped)
+        prompt's own token count. ``split="exact"`` scores the continuation's own
+        tokens (``tokenizer(continuation, add_special_tokens=False)``) after the
+        prompt's, so a prompt ending in a space scores a lone ``' '`` token.
+
+        >>> probe.score("The capital of France is ", "Paris").tokens[0].token  # doctest: +SKIP
+        ' Paris'
         """
+        if split not in ("harness", "exact"):
+            raise InvalidArgument(f"split={_short(split)}: `split` must be 'harness' (split as "
+                                  "lm-evaluation-harness does, the default) or 'exact' (the "
+                                  "continuation's own tokens)")
         intervention = self._compile_interventions(interventions)
         single = isinstance(prompt, str)
         prompts = [prompt] if single else _prompt_list(prompt)
-        if isinstance(continuation, str):
-            conts = [continuation] * len(prompts)
-        else:
-            conts = list(continuation)
-            if len(conts) != len(prompts):
-                raise InvalidArgument(f"continuation: got {len(conts)} continuations for "
-                                      f"{len(prompts)} prompts; give one each, or one str")
+        conts = _continuations(continuation, len(prompts))
         seqs, cont_ids = [], []
-        for p, c in zip(prompts, conts):
-            ids = self.vocab.encode(p)
-            if not isinstance(c, str) or not c:
-                raise InvalidArgument(f"continuation={c!r}: `continuation` must be a non-empty str")
-            cids = self.vocab.pieces(c)
+        for p, (name, c) in zip(prompts, conts):
+            ids, cids = (self._harness_pair(p, c, name) if split == "harness"
+                         else (self.vocab.encode(p), self.vocab.pieces(c)))
+            if not cids:
+                raise InvalidArgument(_no_tokens(name, c, not self.vocab.pieces(c)))
             if self.n_ctx is not None and len(ids) + len(cids) - 1 > self.n_ctx:
                 raise PromptError(f"prompt + continuation are {len(ids) + len(cids)} tokens, "
                                   f"longer than the model's context of {self.n_ctx}")
@@ -184,8 +191,23 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
             seqs.append(ids + cids[:-1])
             cont_ids.append(cids)
         logits = self.engine.logits(seqs, [len(c) for c in cont_ids], intervention)
-        scores = [self._score(p, c, cids, lg) for p, c, cids, lg in zip(prompts, conts, cont_ids, logits)]
+        scores = [self._score(p, c, cids, lg)
+                  for p, (_, c), cids, lg in zip(prompts, conts, cont_ids, logits)]
         return scores[0] if single else scores
+
+    def _harness_pair(self, prompt: str, cont: str, name: str) -> tuple[list[int], list[int]]:
+        """lm-evaluation-harness 0.4 ``_encode_pair``: (context ids, continuation ids)."""
+        n_spaces = len(prompt) - len(prompt.rstrip())
+        if n_spaces:
+            prompt, cont = prompt[:-n_spaces], prompt[-n_spaces:] + cont
+        ids = self.vocab.encode(prompt, allow_empty=True)
+        if not ids:
+            raise PromptError(f"prompt={_short(prompt + cont[:n_spaces])}: with split='harness' "
+                              "the prompt's trailing whitespace moves to the continuation, which "
+                              "leaves no context; give some text before it, or use "
+                              "split='exact'")
+        whole = self.vocab.encode(prompt + cont, name=f"prompt + {name}")
+        return ids, whole[len(ids):]
 
     def _score(self, prompt: str, cont: str, cids: list[int], logits: torch.Tensor) -> Score:
         # logits: [len(cids), vocab]; row j predicts cids[j].
@@ -224,6 +246,40 @@ def _prompt_list(prompts: Any) -> list[str]:
     got = "an empty list" if isinstance(prompts, (list, tuple)) else type(prompts).__name__
     raise PromptError(f"prompt={prompts!r}: `prompt` must be a str or a non-empty list of str, "
                       f"not {got}")
+
+
+def _continuations(continuation: Any, n: int) -> list[tuple[str, str]]:
+    """``(argument name, text)`` per prompt; named errors for anything but non-empty str."""
+    if isinstance(continuation, str):
+        items = [("continuation", continuation)] * n
+    elif isinstance(continuation, (list, tuple)):
+        if len(continuation) != n:
+            raise InvalidArgument(f"continuation: got {len(continuation)} continuations for "
+                                  f"{n} prompts; give one each, or one str")
+        items = [(f"continuation[{i}]", c) for i, c in enumerate(continuation)]
+    else:
+        raise InvalidArgument(f"continuation={_short(continuation)}: `continuation` must be a "
+                              "non-empty str (e.g. ' Paris'), or a list of them, one per prompt; "
+                              f"not {type(continuation).__name__}")
+    for name, c in items:
+        if not isinstance(c, str) or not c:
+            raise InvalidArgument(f"{name}={_short(c)}: `{name}` must be a non-empty str, "
+                                  "e.g. ' Paris'")
+    return items
+
+
+def _no_tokens(name: str, cont: str, dropped: bool) -> str:
+    if dropped:
+        return (f"{name}={_short(cont)}: encodes to 0 tokens (the tokenizer drops all of it), "
+                "so there is nothing to score; give text the tokenizer keeps, e.g. ' Paris'")
+    return (f"{name}={_short(cont)}: adds no token after the prompt when both are tokenized "
+            "together (it merges into the prompt's last token), so there is nothing to score "
+            "with split='harness'; use split='exact' to score its own tokens")
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 2] + "…" + text[-1]
 
 
 def _position(position: int, n: int, prompt: str) -> int:

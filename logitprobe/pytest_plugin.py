@@ -187,18 +187,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: Any, right: Any):
-    """``token in nt.top(k)`` / ``not in``: the top 5, the token's rank, p and logit, a hint."""
-    if op not in ("in", "not in"):
+    """``token in nt.top(k)`` / ``not in`` and ``nt.argmax == token`` / ``!=``: the top 5,
+    the token's rank, p and logit, a hint."""
+    results = sys.modules.get("logitprobe.results")  # not imported: no TopK, no Candidate
+    if results is None or op not in ("in", "not in", "==", "!="):
         return None
-    results = sys.modules.get("logitprobe.results")  # not imported: right cannot be a TopK
-    if results is None or not isinstance(right, results.TopK):
-        return None
-    from ._evidence import compact_contains
+    from ._evidence import compact_contains, compact_equals
 
     try:
-        return compact_contains(op, left, right)
+        if op in ("in", "not in"):
+            return compact_contains(op, left, right) if isinstance(right, results.TopK) else None
+        if isinstance(left, results.Candidate) or isinstance(right, results.Candidate):
+            return compact_equals(op, left, right)
     except Exception:  # noqa: BLE001 - never break pytest's own report
         return None
+    return None
 
 
 def pytest_collect_file(file_path: Any, parent: pytest.Collector):

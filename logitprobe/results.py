@@ -8,6 +8,8 @@ a rank. (TransformerLens's ``test_prompt`` prints 0-based ranks.)
 from __future__ import annotations
 
 import math
+import numbers
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Iterator, Sequence, Union
@@ -29,8 +31,15 @@ TokenLike = Union[str, int]
 class Candidate:
     """One vocabulary entry with its score at one position.
 
-    Compares equal to its token string or id as well as to another candidate,
-    so ``probe.next_token(p).argmax == " coffee"`` reads naturally.
+    Equality means "the same token": a candidate equals another candidate with
+    the same id and token text (whatever their logits, probabilities or ranks,
+    so ``base.argmax == edited.argmax`` asks whether the edit changed the
+    prediction), its token string and its id. ``hash`` is the id's, so
+    candidates of the same token collapse in a set. Compare ``.prob`` or
+    ``.logit`` to compare scores.
+
+    >>> nt.argmax == " Paris", nt.argmax == nt.argmax.id    # doctest: +SKIP
+    (True, True)
     """
 
     token: str
@@ -42,17 +51,32 @@ class Candidate:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Candidate):
-            return (self.id, self.rank, self.logit) == (other.id, other.rank, other.logit)
+            return self.id == other.id and self.token == other.token
         if isinstance(other, bool):
             return NotImplemented
         if isinstance(other, str):
             return self.token == other
-        if isinstance(other, int):
-            return self.id == other
+        if isinstance(other, numbers.Integral):  # int, numpy ints
+            return self.id == int(other)
         return NotImplemented
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+    @property
+    def source(self) -> "NextToken | None":
+        """The distribution this candidate was read from, while it is alive (else None).
+
+        A weak reference: a list of candidates does not keep their vocabulary-sized
+        logits alive. pytest's report for a failed ``assert nt.argmax == ' Rome'`` uses it.
+        """
+        ref = self.__dict__.get("_source")
+        return ref() if ref is not None else None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_source", None)  # a weak reference does not pickle
+        return state
 
     def __str__(self) -> str:
         return f"{self.token!r} (rank {self.rank}, p={self.prob:.4g})"
@@ -89,7 +113,8 @@ class TopK(Sequence[Candidate]):
     """The k most likely next tokens, best first.
 
     Supports ``" Paris" in top`` (by token string, id or :class:`Candidate`),
-    indexing, iteration and ``len``; ``str(top)`` is a table.
+    indexing, iteration and ``len``; ``str(top)`` is a table. Two lists are equal
+    when they hold the same tokens in the same order (candidates compare as tokens).
     """
 
     def __init__(self, candidates: Sequence[Candidate], *, prompt: str | None = None,
@@ -214,7 +239,7 @@ class NextToken:
             rank = self._rank_of(logit)
         value = float(logit)
         logprob = value - self._lse
-        return Candidate(
+        cand = Candidate(
             token=self._vocab.decode_one(tid),
             id=tid,
             logit=value,
@@ -222,6 +247,8 @@ class NextToken:
             logprob=logprob,
             rank=rank,
         )
+        object.__setattr__(cand, "_source", weakref.ref(self))  # for assertion reports
+        return cand
 
     def top(self, k: int = 10) -> TopK:
         """The ``k`` most likely tokens, best first (ties broken by lower id)."""

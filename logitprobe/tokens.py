@@ -110,6 +110,10 @@ class Vocabulary:
             raise TokenError(f"{name}='': the empty string is not a token; give a token "
                              "such as ' Paris' (note the leading space)")
         ids = self.pieces(token)
+        if not ids:
+            raise TokenError(f"{name}={_short(token)} encodes to 0 tokens (the tokenizer drops "
+                             "all of it), so it can be neither predicted nor scored; give a "
+                             "token the tokenizer keeps, such as ' Paris'")
         if len(ids) != 1:
             shown = [self.decode_one(i) for i in ids]
             msg = (f"{name}={token!r} is {len(ids)} tokens: {shown!r}; a single-token query "

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import InvalidArgument
+from ._finite import find_nonfinite
+from .errors import EmptyDistributionError, InvalidArgument
 
 __all__ = ["Chain", "Greedy", "MinP", "Temperature", "TopK", "TopP", "Warper", "build_warpers",
            "probabilities", "sample_from"]
@@ -259,7 +260,37 @@ def probabilities(logits: Tensor, warpers: Warper | Iterable[Warper]) -> Tensor:
     """
     _check_logits(logits)
     chain = warpers if isinstance(warpers, Warper) else Chain(*warpers)
-    return chain(logits.float()).softmax(dim=-1)
+    warped = chain(logits.float())
+    bad = find_nonfinite(warped.reshape(-1, 1, warped.shape[-1]))  # one reduction
+    if bad is not None:
+        raise _empty(bad.what, logits, chain)
+    return warped.softmax(dim=-1)
+
+
+def _empty(what: str, logits: Tensor, chain: Warper) -> EmptyDistributionError:
+    """No distribution to sample from: say why (the input or a warper's overflow) and the fix."""
+    before = find_nonfinite(logits.float().reshape(-1, 1, logits.shape[-1]))
+    if before is not None:
+        return EmptyDistributionError(
+            f"logits={_describe(logits)}: some row has {_what(before.what)} before any warper, so "
+            "it has no distribution to sample from; pass finite logits (-inf only for tokens "
+            "that must never be drawn)")
+    temps = [w for w in getattr(chain, "warpers", (chain,)) if isinstance(w, Temperature)]
+    if temps:
+        t = temps[0].t
+        peak = float(logits.float().abs().max())
+        return EmptyDistributionError(
+            f"temperature={t!r}: logits / temperature overflows float32 (the largest |logit| is "
+            f"{peak:.4g}), so after the warpers {chain!r} some row has {_what(what)} and no "
+            f"distribution to sample from; use temperature >= {max(peak / 3e38, 1e-30):.1g} or "
+            "do_sample=False for greedy decoding (the temperature -> 0 limit)")
+    return EmptyDistributionError(
+        f"warpers={chain!r}: after the warpers some row has {_what(what)}, so it has no "
+        "distribution to sample from; check the warpers keep at least one finite logit")
+
+
+def _what(what: str) -> str:
+    return "no finite logit (all -inf)" if what == "no finite logit" else f"a {what} logit"
 
 
 def sample_from(logits_2d: Tensor, generator: torch.Generator, n: int = 1) -> Tensor:
@@ -282,7 +313,7 @@ def sample_from(logits_2d: Tensor, generator: torch.Generator, n: int = 1) -> Te
     n = _checked("n", n)
     probs = logits_2d.float().softmax(dim=-1)
     if torch.isnan(probs).any():
-        raise InvalidArgument(
+        raise EmptyDistributionError(
             f"logits_2d={_describe(logits_2d)}: some row has no finite logit (all -inf or NaN), "
             "so it has no distribution to sample from; check the warpers keep at least one token")
     return torch.multinomial(probs, n, replacement=True, generator=generator)

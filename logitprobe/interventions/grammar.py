@@ -12,12 +12,19 @@ tuples, and evaluated with torch on each row of logits. The grammar::
 ``max``/``min``/``mean``/``std`` are taken over the row's vocabulary; ``logit``
 is the edited token's own current logit. Importing this module does not import torch.
 
+Only finite values are written: a number beyond float32 (``"1e309"``, ``"1e39"``),
+``inf``, a division by a constant zero (``"0/0"``, ``"max/0"``) or a constant part
+that overflows (``"1e38*10"``) fails here, pointing at the column. A value that
+overflows only on some row (``"max/std"`` on a uniform row) is caught after the
+forward by the finite-logits check, which names the spec.
+
 >>> Expression("max+10").names
 frozenset({'max'})
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -28,6 +35,7 @@ __all__ = ["NAMES", "Expression"]
 
 NAMES = ("max", "min", "mean", "std", "logit")
 MAX_LENGTH = 200  # bounds the recursion depth of the parser too
+FLOAT32_MAX = 3.4028234663852886e38  # logits are float32 (or narrower)
 
 _TOKEN = re.compile(r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<name>[A-Za-z_]\w*)"
                     r"|(?P<op>[-+*/()]))")
@@ -68,22 +76,36 @@ class Expression:
         node = self._term()
         while (tok := self._peek()) is not None and tok[1] in "+-" and tok[0] == "op":
             self._i += 1
-            node = ("bin", tok[1], node, self._term())
+            node = self._folded(("bin", tok[1], node, self._term()), tok[2])
         return node
 
     def _term(self) -> tuple:
         node = self._unary()
         while (tok := self._peek()) is not None and tok[1] in "*/" and tok[0] == "op":
             self._i += 1
-            node = ("bin", tok[1], node, self._unary())
+            node = self._folded(("bin", tok[1], node, self._unary()), tok[2])
         return node
+
+    def _folded(self, node: tuple, col: int) -> tuple:
+        """``node``, with a constant part folded (float64) into one finite float32 number."""
+        op, a, b = node[1], _constant(node[2]), _constant(node[3])
+        if op == "/" and b == 0:
+            self._fail("division by zero", col)
+        if a is None or b is None:
+            return node
+        value = {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else math.inf}[op]
+        if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+            self._fail(f"{_fmt(a)} {op} {_fmt(b)} overflows float32 (|x| <= 3.4e38)", col)
+        return ("num", value)
 
     def _unary(self) -> tuple:
         tok = self._peek()
         if tok is not None and tok[0] == "op" and tok[1] in "+-":
             self._i += 1
             inner = self._unary()
-            return ("neg", inner) if tok[1] == "-" else inner
+            if tok[1] == "+":
+                return inner
+            return ("num", -inner[1]) if inner[0] == "num" else ("neg", inner)
         return self._atom()
 
     def _atom(self) -> tuple:
@@ -93,10 +115,15 @@ class Expression:
         kind, value, col = tok  # type: ignore[misc]
         self._i += 1
         if kind == "num":
-            return ("num", float(value))
+            number = float(value)
+            if number > FLOAT32_MAX:
+                self._fail(f"the number {value} is not a finite float32 value (|x| <= 3.4e38)",
+                           col)
+            return ("num", number)
         if kind == "name":
-            if value == "inf":
-                return ("num", float("inf"))
+            if value.lower() in ("inf", "infinity", "nan"):
+                self._fail(f"{value!r} is not allowed: an expression gives a finite logit (to "
+                           "make a token impossible use BanTokens, or to=float('-inf'))", col)
             if value not in NAMES:
                 self._fail(f"unknown name {value!r} (known: {', '.join(NAMES)})", col)
             return ("var", value)
@@ -180,6 +207,15 @@ def _tokenize(text: str, name: str) -> list[tuple[str, str, int]]:
         tokens.append((kind, m.group(kind), m.start(kind)))
         pos = m.end()
     return tokens
+
+
+def _constant(node: tuple) -> float | None:
+    """The value of a folded constant node, else None."""
+    return node[1] if node[0] == "num" else None
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.6g}"
 
 
 def _names(node: tuple) -> list[str]:

@@ -72,15 +72,28 @@ def _where(spec: Any) -> str:
     return type(spec).__name__
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # logits and activations are float32 (or narrower)
+
+
 def _number(value: Any, name: str, where: str, *, allow_neg_inf: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidArgument(f"{where}: {name}={short(value, 80)}: `{name}` must be a number")
-    value = float(value)
-    if math.isnan(value) or (math.isinf(value) and not (allow_neg_inf and value < 0)):
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float64
+        value = math.inf if value > 0 else -math.inf
+    if allow_neg_inf and value == -math.inf:
+        return value
+    if math.isnan(value) or abs(value) > FLOAT32_MAX:
         extra = " or -inf" if allow_neg_inf else ""
-        raise InvalidArgument(f"{where}: {name}={short(value, 80)}: "
-                              f"`{name}` must be a finite number{extra}")
+        raise InvalidArgument(f"{where}: {name}={_shown(value)}: `{name}` must be a finite number"
+                              f"{extra} within float32 range (|{name}| <= 3.4e38): a larger "
+                              "value becomes inf or NaN in the model's tensors")
     return value
+
+
+def _shown(value: float) -> str:
+    return repr(value) if math.isnan(value) or math.isinf(value) else f"{value:.6g}"
 
 
 def _token(value: Any, where: str, name: str = "token") -> TokenLike:
