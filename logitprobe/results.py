@@ -214,14 +214,22 @@ class NextToken:
 
         k = check_k(k, self.vocab_size)
         values, ids = torch.topk(self._logits, k)
-        # torch.topk's order among exact ties is unspecified: make it stable by id. Every
-        # token with a greater logit than one of the k is among the k, so ranks (1 + the
-        # number strictly greater) come from the k values alone.
-        pairs = sorted(zip(values.tolist(), ids.tolist()), key=lambda vi: (-vi[0], vi[1]))
-        cands = []
-        for value, tid in pairs:
-            rank = 1 + sum(v > value for v, _ in pairs)
-            cands.append(self._candidate(tid, rank))
+        # torch.topk's order among exact ties is unspecified: make it stable by id (sort by
+        # id, then a stable sort by value). Every token with a greater logit than one of the
+        # k is among the k, so a rank (1 + the number strictly greater) is 1 + the index of
+        # the first of the k values equal to it, once sorted: one searchsorted, O(k log k).
+        by_id = torch.argsort(ids)
+        values, ids = values[by_id], ids[by_id]
+        order = torch.sort(values, descending=True, stable=True).indices
+        values, ids = values[order], ids[order]
+        ranks = torch.searchsorted(-values, -values, side="left") + 1  # (k,) ascending key
+        logprobs = (values.double() - self._lse).tolist()
+        ids_list = ids.tolist()
+        cands = [Candidate(token=token, id=tid, logit=value, prob=math.exp(lp), logprob=lp,
+                           rank=rank)
+                 for token, tid, value, lp, rank in zip(self._vocab.decode_each(ids_list),
+                                                        ids_list, values.tolist(), logprobs,
+                                                        ranks.tolist())]
         return TopK(cands, prompt=self.prompt, source=self)
 
     def rank(self, token: TokenLike) -> int:
