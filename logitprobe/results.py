@@ -214,10 +214,17 @@ class NextToken:
 
         k = check_k(k, self.vocab_size)
         values, ids = torch.topk(self._logits, k)
-        # torch.topk's order among exact ties is unspecified: make it stable by id (sort by
-        # id, then a stable sort by value). Every token with a greater logit than one of the
-        # k is among the k, so a rank (1 + the number strictly greater) is 1 + the index of
-        # the first of the k values equal to it, once sorted: one searchsorted, O(k log k).
+        kth = values[-1]
+        if not torch.isnan(kth):
+            # torch.topk picks any of the tokens tied with the k-th value: take the lowest ids.
+            greater = torch.nonzero(self._logits > kth).flatten()
+            tied = torch.nonzero(self._logits == kth).flatten()[: k - greater.numel()]
+            ids = torch.cat([greater, tied])
+            values = self._logits[ids]
+        # Order among exact ties: by id (sort by id, then a stable sort by value). Every
+        # token with a greater logit than one of the k is among the k, so a rank (1 + the
+        # number strictly greater) is 1 + the index of the first of the k values equal to
+        # it, once sorted: one searchsorted, O(k log k).
         by_id = torch.argsort(ids)
         values, ids = values[by_id], ids[by_id]
         order = torch.sort(values, descending=True, stable=True).indices
