@@ -112,8 +112,8 @@ def greedy_failure(probe: Any, prompt: str, text: str, score: Score,
             if best.id == eos:
                 diverged_at = t if diverged_at is None else diverged_at
                 break
-            if diverged_at is not None and t >= diverged_at + AFTER:
-                break
+            if diverged_at is not None and t >= diverged_at + AFTER or t == budget - 1:
+                break  # (never resume the decoder past its last step: no fired-check, as score)
     finally:
         decoding.close()
     produced = vocab.decode(generated)
