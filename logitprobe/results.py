@@ -213,14 +213,16 @@ class NextToken:
         from .tokens import check_k
 
         k = check_k(k, self.vocab_size)
-        values, ids = torch.topk(self._logits, k)
-        kth = values[-1]
-        if not torch.isnan(kth):
-            # torch.topk picks any of the tokens tied with the k-th value: take the lowest ids.
+        values, ids = torch.topk(self._logits, min(k + 1, self.vocab_size))
+        if k < self.vocab_size and values[k] == values[k - 1]:
+            # The k-th value is tied beyond the k, and torch.topk picks any of the tied
+            # tokens: take the lowest ids (rare, so the common case costs one topk).
+            kth = values[k - 1]
             greater = torch.nonzero(self._logits > kth).flatten()
             tied = torch.nonzero(self._logits == kth).flatten()[: k - greater.numel()]
             ids = torch.cat([greater, tied])
             values = self._logits[ids]
+        values, ids = values[:k], ids[:k]
         # Order among exact ties: by id (sort by id, then a stable sort by value). Every
         # token with a greater logit than one of the k is among the k, so a rank (1 + the
         # number strictly greater) is 1 + the index of the first of the k values equal to
