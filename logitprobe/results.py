@@ -222,23 +222,18 @@ class NextToken:
             tied = torch.nonzero(self._logits == kth).flatten()[: k - greater.numel()]
             ids = torch.cat([greater, tied])
             values = self._logits[ids]
-        values, ids = values[:k], ids[:k]
-        # Order among exact ties: by id (sort by id, then a stable sort by value). Every
-        # token with a greater logit than one of the k is among the k, so a rank (1 + the
-        # number strictly greater) is 1 + the index of the first of the k values equal to
-        # it, once sorted: one searchsorted, O(k log k).
-        by_id = torch.argsort(ids)
-        values, ids = values[by_id], ids[by_id]
-        order = torch.sort(values, descending=True, stable=True).indices
-        values, ids = values[order], ids[order]
-        ranks = torch.searchsorted(-values, -values, side="left") + 1  # (k,) ascending key
-        logprobs = (values.double() - self._lse).tolist()
-        ids_list = ids.tolist()
-        cands = [Candidate(token=token, id=tid, logit=value, prob=math.exp(lp), logprob=lp,
-                           rank=rank)
-                 for token, tid, value, lp, rank in zip(self._vocab.decode_each(ids_list),
-                                                        ids_list, values.tolist(), logprobs,
-                                                        ranks.tolist())]
+        # Order among exact ties: by id. Every token with a greater logit than one of the
+        # k is among the k, so a rank (1 + the number strictly greater) is 1 + the position
+        # of the first of the sorted k values equal to it: one pass, O(k log k) in all.
+        pairs = sorted(zip(values[:k].tolist(), ids[:k].tolist()), key=lambda vi: (-vi[0], vi[1]))
+        ranks: list[int] = []
+        for i, (value, _) in enumerate(pairs):
+            ranks.append(ranks[-1] if i and value == pairs[i - 1][0] else i + 1)
+        lse = self._lse
+        tokens = self._vocab.decode_each([tid for _, tid in pairs])
+        cands = [Candidate(token=token, id=tid, logit=value, prob=math.exp(value - lse),
+                           logprob=value - lse, rank=rank)
+                 for token, (value, tid), rank in zip(tokens, pairs, ranks)]
         return TopK(cands, prompt=self.prompt, source=self)
 
     def rank(self, token: TokenLike) -> int:
