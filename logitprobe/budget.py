@@ -67,7 +67,7 @@ def sample_bytes(n: int, prompts: int = 1) -> int:
 
 def generation_bytes(cfg: Any, *, rows: int, prompt_tokens: int, new_tokens: int,
                      vocab_size: int) -> int:
-    """Peak memory of generating ``new_tokens`` for ``rows`` rows after prompts of ``prompt_tokens``.
+    """Peak memory of ``rows`` rows, each a prompt of ``prompt_tokens`` and ``new_tokens`` more.
 
     Per row: one step's vocabulary-sized tensors, the KV cache of every position
     (keys and values of every layer), the attention mask, and the step records.

@@ -252,7 +252,7 @@ def test_greedy_verdict_matches_a_plain_hf_loop(tiny, tiny_hf, prompt):
 
 
 def test_greedy_stops_after_the_divergence_with_a_short_report(tiny, tiny_hf):
-    """A long wanted text that leaves the greedy path early: a few cached forwards, a short table."""
+    """A long wanted text that leaves the greedy path early: few cached forwards, a short table."""
     prompt = "I like oat milk in my"
     gen = hf_greedy(tiny_hf, prompt, 3)
     text = tiny.tokenizer.decode(gen) + " coffee" * 60  # 60 more tokens, not all greedy ones

@@ -12,7 +12,7 @@ from logitprobe.results import NextToken
 
 
 def brute_top(logits: torch.Tensor, k: int) -> list[tuple[int, float, int]]:
-    """(id, logit, rank) of the k best, best first, ties by lower id; rank = 1 + #strictly greater."""
+    """(id, logit, rank) of the k best, best first, ties by lower id; rank = 1 + #greater."""
     values = logits.tolist()
     order = sorted(range(len(values)), key=lambda i: (-values[i], i))[:k]
     return [(i, values[i], 1 + sum(v > values[i] for v in values)) for i in order]
