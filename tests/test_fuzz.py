@@ -116,3 +116,19 @@ def test_spec_dicts(tiny, spec):
     documented_only(lambda: coerce(spec))
     documented_only(lambda: tiny.next_token("I like oat milk", interventions=spec))
 
+
+
+@FUZZ
+@given(prompt=prompts, token=tokens, k=numbers, position=numbers)
+def test_lens_and_attribution(tiny, prompt, token, k, position):
+    documented_only(lambda: tiny.lens(prompt, [token], k=k, position=position))
+    documented_only(lambda: tiny.attribute(prompt, token, position=position))
+
+
+@FUZZ
+@given(clean=prompts, tokens=st.one_of(st.lists(tokens, max_size=3), junk),
+       activation=st.one_of(st.sampled_from(["resid_pre", "z", "mlp_out", "resid"]), junk),
+       per_position=st.one_of(st.booleans(), junk))
+def test_patch_sweep(tiny, clean, tokens, activation, per_position):
+    documented_only(lambda: tiny.patch_sweep(clean, "I like tea", tokens, activation=activation,
+                                             per_position=per_position))
