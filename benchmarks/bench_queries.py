@@ -23,6 +23,7 @@ def run(ctx: Context) -> None:
     single_query(ctx, probe, hf, tok)
     batching(ctx, probe)
     cache(ctx, probe)
+    full_top(ctx, probe)
     suite(ctx, probe, hf, tok)
     loads(ctx, directory)
 
@@ -60,6 +61,16 @@ def cache(ctx: Context, probe) -> None:
     t_hit = measure(lambda: probe.next_token(prompt), repeats=ctx.repeats * 30)
     ctx.add(Result("queries", "repeated query (cache hit)", t_hit.median, "s", t_hit))
     ctx.add(ratio("queries", "first query / cache hit", t_first, t_hit, at_least=50))
+
+
+def full_top(ctx: Context, probe) -> None:
+    """top(k) over the whole vocabulary (issue 12: a quadratic rank loop took 137 s on SmolLM2)."""
+    nt = probe.next_token("The capital of France is")
+    k = probe.vocab_size
+    nt.top(k)  # the token texts are decoded once per probe
+    t = measure(lambda: nt.top(k), repeats=ctx.repeats)
+    ctx.add(Result("queries", f"top(k={k}), the whole vocabulary", t.median, "s", t, "< 0.5 s",
+                   t.median < 0.5))
 
 
 def _checks(ps: list[str], n: int, probe) -> list[tuple[str, str, str]]:

@@ -62,12 +62,8 @@ def direction_report(before: NextToken, after: NextToken, cb: Candidate, ca: Can
     return "\n".join(lines)
 
 
-def _step_logits(probe: Any, ids: list[int], intervention: Any) -> NextToken:
-    from .results import NextToken
-
-    logits = probe.engine.logits([ids], 1, intervention)[0][-1]
-    return NextToken(logits, vocab=probe.vocab, prompt=probe.vocab.decode(ids), token_ids=ids,
-                     position=len(ids) - 1)
+AFTER = 3  # greedy steps decoded past the divergence, to show where the model was heading
+BEFORE = 2  # agreeing steps shown before the divergence
 
 
 def greedy_failure(probe: Any, prompt: str, text: str, score: Score,
@@ -76,46 +72,56 @@ def greedy_failure(probe: Any, prompt: str, text: str, score: Score,
 
     Teacher forcing already showed that ``text``'s own tokenization is not the
     greedy path; greedy decoding may still spell the same text with other
-    tokens, so the decoded string decides. Decoding goes on a few tokens past
-    the divergence to show where the model was heading.
+    tokens, so the decoded string decides. Decoding uses the KV-cached decoder
+    of :meth:`~logitprobe.Probe.generate` (one prompt pass, then one token per
+    forward) and stops :data:`AFTER` tokens past the divergence.
     """
+    from .results import NextToken
+
     intervention = probe._compile_interventions(interventions)
     vocab = probe.vocab
     ids = vocab.encode(prompt)
     expected = [t.id for t in score.tokens]
+    eos = getattr(probe.tokenizer, "eos_token_id", None)
+    budget = len(expected) + 8  # greedy pieces may be shorter than text's own tokens
+    if probe.n_ctx is not None:  # the last chosen token is never fed back
+        budget = min(budget, probe.n_ctx - len(ids) + 1)
     generated: list[int] = []
     steps: list[tuple[Candidate, Candidate | None]] = []
     diverged_at = None
     first_nt = None
-    for step in range(len(expected) + 8):
-        nt = _step_logits(probe, ids + generated, intervention)
-        first_nt = nt if first_nt is None else first_nt
-        best = nt.argmax
-        aligned = diverged_at is None and step < len(expected) and generated == expected[:step]
-        steps.append((best, nt.candidate(expected[step]) if aligned else None))
-        generated.append(best.id)
-        out = vocab.decode(generated)
-        if diverged_at is None:
-            if out.startswith(text):
-                return None
-            if not text.startswith(out) and not out.endswith("\ufffd"):
-                diverged_at = step
-        if diverged_at is not None and step >= max(diverged_at + 3, len(expected) - 1):
-            break
-        if best.id == getattr(probe.tokenizer, "eos_token_id", None):
-            diverged_at = step if diverged_at is None else diverged_at
-            break
+    decoding = probe._decode([prompt], [ids], n=1, max_new_tokens=budget, warpers=(),
+                             do_sample=False, seed=0, stop=(), stop_at_eos=False,
+                             intervention=intervention)
+    try:
+        for step in decoding:
+            t = step.t
+            nt = NextToken(step.logits[0].cpu(), vocab=vocab, prompt=prompt,
+                           token_ids=ids + generated, position=len(ids) + t - 1)
+            first_nt = nt if first_nt is None else first_nt
+            best = nt._candidate(step.ids[0], step.ranks[0])
+            aligned = diverged_at is None and t < len(expected) and generated == expected[:t]
+            steps.append((best, nt.candidate(expected[t]) if aligned else None))
+            generated.append(best.id)
+            if diverged_at is None:
+                out = vocab.decode(generated)
+                if out.startswith(text):
+                    return None
+                if not text.startswith(out) and not out.endswith("\ufffd"):
+                    diverged_at = t
+            if best.id == eos:
+                diverged_at = t if diverged_at is None else diverged_at
+                break
+            if diverged_at is not None and t >= diverged_at + AFTER or t == budget - 1:
+                break  # (never resume the decoder past its last step: no fired-check, as score)
+    finally:
+        decoding.close()
     produced = vocab.decode(generated)
-    head = (f"  {'step':>4} | {'greedy token':<20} | {'p':>8} | {'expected':<20} | "
-            f"{'its rank':>8} | {'its p':>8}")
+    matched = diverged_at if diverged_at is not None else len(generated)
     lines = [f"prompt: {short(prompt)}", f"greedy: {short(produced)}", f"wanted: {short(text)}",
-             head, "  " + "-" * (len(head) - 2)]
-    for step, (best, exp) in enumerate(steps):
-        mark = ">" if step == diverged_at else " "
-        exp_cols = (f"{_cut(repr(exp.token)):<20} | {exp.rank:>8} | {exp.prob:>8.4f}" if exp
-                    else f"{'':<20} | {'':>8} | {'':>8}")
-        lines.append(f"{mark} {step:>4} | {_cut(repr(best.token)):<20} | {best.prob:>8.4f} | "
-                     f"{exp_cols}")
+             f"matched: {short(vocab.decode(generated[:matched]))} ({matched} greedy tokens "
+             "agree with the wanted text)",
+             _steps_table(steps, diverged_at)]
     hint = None
     if diverged_at == 0 and first_nt is not None:
         target = resolve(vocab, text)
@@ -126,6 +132,25 @@ def greedy_failure(probe: Any, prompt: str, text: str, score: Score,
     return LogitAssertionError(
         f"greedy continuation after {short(prompt, 80)} is {short(produced, 80)}, which does not "
         f"start with {short(text, 80)}", "\n".join(lines), hint)
+
+
+def _steps_table(steps: list[tuple[Candidate, Candidate | None]], diverged_at: int | None) -> str:
+    """The steps around the divergence (marked ``>``): greedy token vs the expected one."""
+    head = (f"  {'step':>4} | {'greedy token':<20} | {'p':>8} | {'expected':<20} | "
+            f"{'its rank':>8} | {'its p':>8}")
+    lines = [head, "  " + "-" * (len(head) - 2)]
+    first = max(0, (diverged_at if diverged_at is not None else len(steps) - 1) - BEFORE)
+    if first:
+        agree = f"steps 0-{first - 1} agree" if first > 1 else "step 0 agrees"
+        lines.append(f"  {'…':>4} | ({agree} with the wanted text)")
+    for step in range(first, len(steps)):
+        best, exp = steps[step]
+        mark = ">" if step == diverged_at else " "
+        exp_cols = (f"{_cut(repr(exp.token)):<20} | {exp.rank:>8} | {exp.prob:>8.4f}" if exp
+                    else f"{'':<20} | {'':>8} | {'':>8}")
+        lines.append(f"{mark} {step:>4} | {_cut(repr(best.token)):<20} | {best.prob:>8.4f} | "
+                     f"{exp_cols}")
+    return "\n".join(lines)
 
 
 def _cut(text: str, width: int = 20) -> str:

@@ -67,7 +67,7 @@ class Target:
 def resolve(vocab: Vocabulary, token: Any, *, name: str = "token") -> Target:
     """The ids behind ``token`` (str, int id or Candidate); TokenError for unusable values."""
     if isinstance(token, str) and token:
-        pieces = tuple(vocab.pieces(token))
+        pieces = tuple(vocab.pieces(token, name=name))
         if len(pieces) != 1:
             return Target(token, None, pieces)
         return Target(token, pieces[0], pieces)

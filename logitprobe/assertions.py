@@ -312,8 +312,9 @@ def assert_greedy_starts_with(probe: Any, prompt: str, text: str, *,
 
     One forward when it holds (teacher forcing: every token of ``text`` is the
     argmax); otherwise greedy decoding settles it, so a different tokenization
-    of the same text still passes. ``score`` reuses a precomputed
-    ``probe.score(prompt, text)``.
+    of the same text still passes. That decoding is KV-cached and stops 3 tokens
+    past the divergence; the failure shows the matched prefix and the steps
+    around the divergence. ``score`` reuses a precomputed ``probe.score(prompt, text)``.
     """
     from ._compare import greedy_failure
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 import torch
 
 from ._finite import find_nonfinite
+from .budget import DRAW_BYTES, KEPT_DRAW_BYTES, refuse, row_bytes, sample_bytes
 from .errors import InvalidArgument
 from .generation_results import Generation, GenerationStep, SampleFrequencies
 from .kvcache import Decoder
@@ -122,6 +123,33 @@ class GenerationMixin:
                     f"{len(seqs[longest])} tokens and the model's context is {n_ctx}, so at most "
                     f"{room} new tokens fit (try max_new_tokens={max(room, 1)})")
         return seqs
+
+    def _check_generation_memory(self, prompts: list[str], seqs: list[list[int]], n: int,
+                                 max_new_tokens: int, do_sample: bool) -> None:
+        """Refuse a generation whose estimated peak memory exceeds ``max_call_bytes``."""
+        per_row = row_bytes(self.backend.cfg, prompt_tokens=max(map(len, seqs)),
+                            new_tokens=max_new_tokens, vocab_size=self.vocab_size)
+        need, limit = len(prompts) * n * per_row, self.max_call_bytes
+        if need > limit:
+            who = "1 prompt" if len(prompts) == 1 else f"{len(prompts)} prompts"
+            raise refuse(need, limit, name="n", value=n, most=limit // (per_row * len(prompts)),
+                         what=f"generating {max_new_tokens} tokens for {len(prompts) * n:,} rows "
+                              f"({who} x n={n:,})",
+                         note=" (each with its own seed)" if do_sample else "",
+                         other=f" with {who} and max_new_tokens={max_new_tokens}; pass fewer "
+                               "prompts per call or a smaller max_new_tokens")
+
+    def _check_sample_memory(self, n: int, prompts: int, note: str) -> None:
+        """Refuse drawing ``n`` samples above ``max_call_bytes``.
+
+        ``prompts``: how many prompts' draws the result keeps (0: only counts are kept).
+        """
+        need, limit = sample_bytes(n, prompts), self.max_call_bytes
+        if need > limit:
+            each = f" for each of {prompts} prompts" if prompts > 1 else ""
+            raise refuse(need, limit, name="n", value=n, note=note,
+                         most=limit // (DRAW_BYTES + prompts * KEPT_DRAW_BYTES),
+                         what=f"drawing {n:,} samples{each}")
 
     def _eos_ids(self) -> set[int]:
         ids = set()
@@ -230,6 +258,7 @@ class GenerationMixin:
             raise InvalidArgument(f"stop_at_eos={stop_at_eos!r}: must be True or False")
         progress = check_progress(progress)
         seqs = self._encode_for_generation(prompts, max_new_tokens)
+        self._check_generation_memory(prompts, seqs, n, max_new_tokens, do_sample)
         intervention = self._compile_interventions(interventions)
         rows = len(prompts) * n
         ids: list[list[int]] = [[] for _ in range(rows)]
@@ -323,6 +352,8 @@ class GenerationMixin:
         seed = fresh_seed() if seed is None else check_seed(seed)
         single = isinstance(prompt, str)
         prompts = [prompt] if single else _prompt_list(prompt)
+        self._check_sample_memory(n, len(prompts), " with a different seed for each (draw i of "
+                                  "a call depends only on (seed, i))")
         dists = self.next_token(prompts, interventions=interventions)
         out = []
         for p, dist in zip(prompts, dists):
@@ -356,6 +387,7 @@ class GenerationMixin:
         n = _positive_int(n, "n", "the number of samples, e.g. n=1000")
         seed = fresh_seed() if seed is None else check_seed(seed)
         progress = check_progress(progress)
+        self._check_sample_memory(n, 0, " with a different seed for each, and add the counts")
         dist = self.next_token(prompt, interventions=interventions)
         probs = probabilities(dist.logits[None], warpers)[0]
         base = stream_base(seed, prompt)

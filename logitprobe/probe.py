@@ -8,6 +8,7 @@ from typing import Any, Sequence, Union, overload
 import torch
 
 from .backends import backend_for
+from .budget import DEFAULT_MAX_CALL_BYTES, check_limit
 from .engine import Engine, Stats
 from .errors import InvalidArgument, PromptError
 from .results import NextToken, Score, TokenScore, log_softmax
@@ -38,7 +39,8 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
 
     def __init__(self, model: Any, tokenizer: Any = None, *, prepend_bos: bool | None = None,
                  name: str | None = None, cache_bytes: int = 512 * 1024 * 1024,
-                 max_batch_tokens: int = 4096):
+                 max_batch_tokens: int = 4096, max_call_bytes: int = DEFAULT_MAX_CALL_BYTES):
+        self.max_call_bytes = max_call_bytes
         if _is_hf_model(model):
             model = _boot_copy(model, tokenizer)
         self.backend = backend_for(model)
@@ -61,6 +63,20 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         self.engine.decode = self.vocab.decode  # names the prompt in NonFiniteLogitsError
 
     # -- facts -----------------------------------------------------------------------
+    @property
+    def max_call_bytes(self) -> int:
+        """The most memory one ``sample``/``generate`` call may need (estimated before it runs).
+
+        A call estimated to need more raises :class:`InvalidArgument` saying how to
+        split it; raise the limit (``probe.max_call_bytes = 64 * 2**30``) on a machine
+        that has the memory. Default: ``logitprobe.budget.DEFAULT_MAX_CALL_BYTES`` (8 GiB).
+        """
+        return self._max_call_bytes
+
+    @max_call_bytes.setter
+    def max_call_bytes(self, value: int) -> None:
+        self._max_call_bytes = check_limit(value)
+
     @property
     def stats(self) -> Stats:
         """Forwards, tokens and cache hits so far (``probe.stats.reset()`` zeroes them)."""

@@ -255,15 +255,27 @@ class NextToken:
         from .tokens import check_k
 
         k = check_k(k, self.vocab_size)
-        values, ids = torch.topk(self._logits, k)
-        # torch.topk's order among exact ties is unspecified: make it stable by id. Every
-        # token with a greater logit than one of the k is among the k, so ranks (1 + the
-        # number strictly greater) come from the k values alone.
-        pairs = sorted(zip(values.tolist(), ids.tolist()), key=lambda vi: (-vi[0], vi[1]))
-        cands = []
-        for value, tid in pairs:
-            rank = 1 + sum(v > value for v, _ in pairs)
-            cands.append(self._candidate(tid, rank))
+        values, ids = torch.topk(self._logits, min(k + 1, self.vocab_size))
+        if k < self.vocab_size and values[k] == values[k - 1]:
+            # The k-th value is tied beyond the k, and torch.topk picks any of the tied
+            # tokens: take the lowest ids (rare, so the common case costs one topk).
+            kth = values[k - 1]
+            greater = torch.nonzero(self._logits > kth).flatten()
+            tied = torch.nonzero(self._logits == kth).flatten()[: k - greater.numel()]
+            ids = torch.cat([greater, tied])
+            values = self._logits[ids]
+        # Order among exact ties: by id. Every token with a greater logit than one of the
+        # k is among the k, so a rank (1 + the number strictly greater) is 1 + the position
+        # of the first of the sorted k values equal to it: one pass, O(k log k) in all.
+        pairs = sorted(zip(values[:k].tolist(), ids[:k].tolist()), key=lambda vi: (-vi[0], vi[1]))
+        ranks: list[int] = []
+        for i, (value, _) in enumerate(pairs):
+            ranks.append(ranks[-1] if i and value == pairs[i - 1][0] else i + 1)
+        lse = self._lse
+        tokens = self._vocab.decode_each([tid for _, tid in pairs])
+        cands = [Candidate(token=token, id=tid, logit=value, prob=math.exp(value - lse),
+                           logprob=value - lse, rank=rank)
+                 for token, (value, tid), rank in zip(tokens, pairs, ranks)]
         return TopK(cands, prompt=self.prompt, source=self)
 
     def rank(self, token: TokenLike) -> int:

@@ -14,7 +14,6 @@ gives (the tokenizer such a model carries is a copy TransformerLens made to add 
 from __future__ import annotations
 
 import operator
-from functools import lru_cache
 from typing import Any, Sequence
 
 from .errors import InvalidArgument, PromptError, TokenError
@@ -24,11 +23,14 @@ __all__ = ["Vocabulary", "check_k"]
 
 def check_k(k: Any, vocab_size: int, name: str = "k") -> int:
     """Validate a top-k size: a positive int no larger than the vocabulary."""
-    if isinstance(k, bool) or not isinstance(k, int):
+    if isinstance(k, bool):  # True is an int to Python, but not a count of tokens
+        raise InvalidArgument(f"{name}={k!r}: `{name}` must be an int between 1 and "
+                              f"{vocab_size}, not a bool (try {name}=10)")
+    if not isinstance(k, int):
         try:
             k = operator.index(k)
         except TypeError:
-            raise InvalidArgument(f"{name}={k!r}: `{name}` must be an int between 1 and "
+            raise InvalidArgument(f"{name}={_short(k)}: `{name}` must be an int between 1 and "
                                   f"{vocab_size} (try {name}=10)") from None
     if not 1 <= k <= vocab_size:
         raise InvalidArgument(f"{name}={k!r}: `{name}` must be between 1 and the vocabulary "
@@ -52,7 +54,7 @@ class Vocabulary:
         if prepend_bos and self.bos_token_id is None:
             raise InvalidArgument("prepend_bos=True: this tokenizer has no BOS token; "
                                   "use prepend_bos=None or False")
-        self.decode_one = lru_cache(maxsize=65536)(self._decode_one)
+        self._decoded: dict[int, str] = {}  # id -> text; at most one entry per vocabulary id
         self._single_cache: dict[str, int] = {}
 
     # -- text -> ids ---------------------------------------------------------------
@@ -61,7 +63,8 @@ class Vocabulary:
         if not isinstance(text, str):
             raise PromptError(f"{name}={_short(text)}: `{name}` must be a str, "
                               f"not {type(text).__name__}")
-        ids = list(self.tokenizer(text, add_special_tokens=self.prepend_bos is not False)["input_ids"])
+        ids = self._tokens(text, add_special_tokens=self.prepend_bos is not False, name=name,
+                           error=PromptError)
         if self.prepend_bos and (not ids or ids[0] != self.bos_token_id):
             ids.insert(0, self.bos_token_id)
         if not ids and not allow_empty:
@@ -72,24 +75,72 @@ class Vocabulary:
                               f"than the model's context of {self.n_ctx}; shorten it")
         return ids
 
-    def pieces(self, text: str) -> list[int]:
+    def pieces(self, text: str, *, name: str = "text") -> list[int]:
         """Ids of ``text`` as a fragment (no special tokens added)."""
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._tokens(text, add_special_tokens=False, name=name, error=TokenError)
+
+    def _tokens(self, text: str, *, add_special_tokens: bool, name: str,
+                error: type[InvalidArgument]) -> list[int]:
+        """The tokenizer's ids for ``text``; a named error for text that is not valid Unicode."""
+        try:
+            return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+        except (TypeError, ValueError):
+            # Hugging Face's fast tokenizers reject a lone surrogate ("a\ud800", e.g. from
+            # surrogateescape-decoded bytes) with an unexplained TypeError.
+            bad = _lone_surrogate(text)
+            if bad is None:
+                raise
+            raise error(f"{name}={_short(text)}: contains a lone surrogate {text[bad]!r} at "
+                        f"index {bad}, which is not valid Unicode and cannot be tokenized; "
+                        "remove it (decode bytes with errors='replace')") from None
 
     def tokenize(self, text: str) -> list[str]:
         """The token strings of a prompt, as decoded one by one."""
         return [self.decode_one(i) for i in self.encode(text, name="text", allow_empty=True)]
 
     def decode(self, ids: Sequence[int] | int) -> str:
-        if isinstance(ids, int):
-            ids = [ids]
-        ids = [int(i) for i in ids]
-        for i in ids:
-            self._check_id(i, "ids")
-        return self.tokenizer.decode(ids)
+        """The text of token ids (an int id or a sequence of them)."""
+        return self.tokenizer.decode(self.check_ids(ids))
 
-    def _decode_one(self, tid: int) -> str:
-        return self.tokenizer.decode([tid])
+    def check_ids(self, ids: Any, name: str = "ids") -> list[int]:
+        """``ids`` as a list of in-range int ids; bools, floats and strings are refused."""
+        if isinstance(ids, (str, bytes)):
+            raise TokenError(f"{name}={_short(ids)}: `{name}` must be token ids (ints), not "
+                             "text; probe.encode(text) gives the ids of a text")
+        if _is_id(ids):
+            ids = [ids]
+        try:
+            items = list(ids)
+        except TypeError:
+            raise TokenError(f"{name}={_short(ids)}: `{name}` must be an int id or a sequence "
+                             f"of int ids (e.g. [464, 3139]), not {type(ids).__name__}") from None
+        out = []
+        for j, i in enumerate(items):
+            if not _is_id(i):
+                raise TokenError(f"{name}[{j}]={_short(i)}: token ids must be ints, not "
+                                 f"{type(i).__name__} (probe.encode(text) gives the ids of a "
+                                 "text)")
+            out.append(self._check_id(operator.index(i), f"{name}[{j}]"))
+        return out
+
+    def decode_one(self, tid: int) -> str:
+        """The text of one token id (cached)."""
+        text = self._decoded.get(tid)
+        if text is None:
+            text = self._decoded[tid] = self.tokenizer.decode([tid])
+        return text
+
+    def decode_each(self, ids: Sequence[int]) -> list[str]:
+        """``[decode_one(i) for i in ids]``, decoding the ids not yet cached in one batch."""
+        missing = [i for i in dict.fromkeys(ids) if i not in self._decoded]
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        # The Rust tokenizer decodes a batch ~20x faster than one Hugging Face decode() call
+        # per id; it returns what decode([i]) does unless the tokenizer cleans up spaces.
+        if len(missing) > 64 and backend is not None and \
+                not getattr(self.tokenizer, "clean_up_tokenization_spaces", True):
+            texts = backend.decode_batch([[i] for i in missing], skip_special_tokens=False)
+            self._decoded.update(zip(missing, texts))
+        return [self.decode_one(i) for i in ids]
 
     # -- a single token ------------------------------------------------------------
     def token_id(self, token: Any, *, name: str = "token") -> int:
@@ -109,7 +160,7 @@ class Vocabulary:
         if token == "":
             raise TokenError(f"{name}='': the empty string is not a token; give a token "
                              "such as ' Paris' (note the leading space)")
-        ids = self.pieces(token)
+        ids = self.pieces(token, name=name)
         if not ids:
             raise TokenError(f"{name}={_short(token)} encodes to 0 tokens (the tokenizer drops "
                              "all of it), so it can be neither predicted nor scored; give a "
@@ -137,6 +188,29 @@ class Vocabulary:
             raise TokenError(f"{name}={tid!r}: token ids must be between 0 and "
                              f"{self.vocab_size - 1} for this model")
         return tid
+
+
+def _is_id(value: Any) -> bool:
+    """An int-like token id: ints and integer scalars (numpy, 0-d integer tensors), no bools."""
+    if isinstance(value, bool) or getattr(value, "dtype", None) is not None and \
+            str(value.dtype).endswith("bool"):
+        return False
+    if isinstance(value, int):
+        return True
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _lone_surrogate(text: str) -> int | None:
+    """Index of the first lone surrogate code point in ``text`` (None when it has none)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def _short(value: Any, width: int = 60) -> str:

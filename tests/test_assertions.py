@@ -206,6 +206,70 @@ def test_greedy_accepts_another_tokenization_of_the_text(tiny, tiny_hf):
     assert not score.is_greedy  # teacher forcing alone would have failed it
 
 
+def hf_verdict(tiny, tiny_hf, prompt: str, text: str) -> tuple[bool, int | None]:
+    """Reference: (does HF greedy decoding start with text?, first step whose text leaves it).
+
+    A plain Hugging Face loop without a cache, as many tokens as the assertion may
+    decode (text's own tokens + 8), stopping at EOS.
+    """
+    hf, hf_tok = tiny_hf
+    budget = len(tiny.vocab.pieces(text)) + 8
+    out: list[int] = []
+    for step in range(budget):
+        with torch.no_grad():
+            ids = hf_tok(prompt).input_ids + out
+            out.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
+        decoded = hf_tok.decode(out)
+        if decoded.startswith(text):
+            return True, None
+        if not text.startswith(decoded) and not decoded.endswith("\ufffd"):
+            return False, step
+        if out[-1] == hf_tok.eos_token_id:
+            return False, step
+    return False, None
+
+
+@pytest.mark.parametrize("prompt", ["I like oat milk in my", "The cat", ". milk", "The capital of"])
+def test_greedy_verdict_matches_a_plain_hf_loop(tiny, tiny_hf, prompt):
+    hf, hf_tok = tiny_hf
+    gen = hf_greedy(tiny_hf, prompt, 4)
+    with torch.no_grad():
+        logits = hf(torch.tensor([hf_tok(prompt).input_ids + gen[:2]])).logits[0, -1]
+    runner_up = int(logits.argsort(descending=True)[1])
+    texts = [hf_tok.decode(gen[:2]), hf_tok.decode(gen),  # greedy prefixes
+             hf_tok.decode(gen[:2] + [runner_up]),  # leaves the greedy path at step 2
+             hf_tok.decode(gen[:1]) + " zebra quantum walrus"]
+    for text in [t for t in texts if t and "\ufffd" not in t]:
+        holds, step = hf_verdict(tiny, tiny_hf, prompt, text)
+        if holds:
+            A.assert_greedy_starts_with(tiny, prompt, text)
+            continue
+        with pytest.raises(LogitAssertionError) as err:
+            A.assert_greedy_starts_with(tiny, prompt, text)
+        marked = [line for line in err.value.evidence.splitlines() if line.startswith(">")]
+        assert [int(line.split("|")[0][1:]) for line in marked] == ([step] if step is not None
+                                                                    else [])
+
+
+def test_greedy_stops_after_the_divergence_with_a_short_report(tiny, tiny_hf):
+    """A long wanted text that leaves the greedy path early: few cached forwards, a short table."""
+    prompt = "I like oat milk in my"
+    gen = hf_greedy(tiny_hf, prompt, 3)
+    text = tiny.tokenizer.decode(gen) + " coffee" * 60  # 60 more tokens, not all greedy ones
+    holds, step = hf_verdict(tiny, tiny_hf, prompt, text)
+    assert not holds and step is not None and step >= 3
+    tiny.stats.reset()
+    with pytest.raises(LogitAssertionError) as err:
+        A.assert_greedy_starts_with(tiny, prompt, text)
+    # score (1 forward) + prefill + one cached forward per step up to divergence + 3
+    assert tiny.stats.forwards <= 1 + 1 + step + 3
+    evidence = err.value.evidence
+    assert f"matched: {tiny.tokenizer.decode(gen[:step])!r} ({step} greedy tokens" in evidence
+    rows = [line for line in evidence.splitlines() if "|" in line and "step" not in line]
+    assert len(rows) <= 1 + 2 + 1 + 3  # the elision line, 2 before, the divergence, 3 after
+    assert any(line.startswith(f"> {step:>4} |") for line in rows)
+
+
 # -- hints -------------------------------------------------------------------------------
 def test_missing_leading_space_hint(tiny):
     spaced = tiny.vocab.token_id(" coffee")

@@ -171,7 +171,7 @@ def sweep(probe: Any, clean: str, corrupted: str, tokens: Sequence[Any] | None =
     names = [get_act_name(activation, layer) for layer in range(probe.n_layers)]
 
     def tl_metric(logits: torch.Tensor) -> torch.Tensor:  # (1, pos, vocab) -> scalar
-        return torch.as_tensor(fn(logits[0, -1]), dtype=torch.float32).reshape(())
+        return _scalar(fn(logits[0, -1]), name)
 
     with torch.no_grad():
         clean_logits, cache = model.run_with_cache(clean_t, names_filter=names)
@@ -196,6 +196,26 @@ def sweep(probe: Any, clean: str, corrupted: str, tokens: Sequence[Any] | None =
                       clean_tokens=tuple(probe.vocab.tokenize(clean)),
                       corrupted_tokens=tuple(probe.vocab.tokenize(corrupted)),
                       clean_value=clean_value, corrupted_value=corrupted_value)
+
+
+def _scalar(value: Any, name: str) -> torch.Tensor:
+    """The metric's value as a 0-d float32 tensor; a named error for anything else."""
+    if isinstance(value, torch.Tensor):
+        ok = value.numel() == 1 and not value.dtype.is_complex
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        shown = (f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
+                 else f"{type(value).__name__} {_short(value)}")
+        raise InvalidArgument(f"metric={name}: returned {shown}; a patch-sweep metric must "
+                              "return one number (a float or a one-element tensor), e.g. "
+                              "lambda logits: logits[a] - logits[b]")
+    return torch.as_tensor(value).detach().to(torch.float32).reshape(())
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _metric(probe: Any, tokens: Any, metric: Any) -> tuple[Callable[[torch.Tensor], Any], str]:
