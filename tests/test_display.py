@@ -37,13 +37,16 @@ HOSTILE = ["<script>alert(1)</script>", "&amp; &lt;", "\"q'uote", "nul\x00\x1b[3
 
 
 class FakeVocab:
-    """The two Vocabulary methods results use, over a hand-made token list."""
+    """The Vocabulary methods results use, over a hand-made token list."""
 
     def __init__(self, tokens):
         self.tokens = list(tokens)
 
     def decode_one(self, tid):
         return self.tokens[tid]
+
+    def decode_each(self, ids):
+        return [self.tokens[i] for i in ids]
 
     def token_id(self, token, name="token"):
         return token if isinstance(token, int) else self.tokens.index(token)
