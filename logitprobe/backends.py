@@ -13,6 +13,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .twin import HooksWatch, TwinCache, WeightsWatch
+
 __all__ = ["BridgeBackend", "HookedTransformerBackend", "backend_for", "own_hooks"]
 
 
@@ -36,7 +38,27 @@ def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-class BridgeBackend:
+class _Watched:
+    """What the engine asks before using its cache: foreign hooks? which weights?"""
+
+    def _watch(self, model: Any) -> None:
+        self._hooks_watch = HooksWatch(model)
+        self._weights_watch = WeightsWatch(model)
+
+    def foreign_hooks(self) -> bool:
+        """Whether a hook that is not logitprobe's own is attached (the user's, a raw torch one)."""
+        return self._hooks_watch()
+
+    def weights_key(self) -> tuple:
+        """Changes whenever a parameter or buffer is replaced or edited in place (not via ``.data``)."""
+        return self._weights_watch.key()
+
+    def refresh(self) -> None:
+        """Re-list the weights (after edits no check sees: ``.data`` writes)."""
+        self._weights_watch.refresh()
+
+
+class BridgeBackend(_Watched):
     """A TransformerLens 4.x ``TransformerBridge``.
 
     ``use_twin``: whether forwards with nothing hooked (no intervention, no hook of
@@ -55,6 +77,7 @@ class BridgeBackend:
         self.vocab_size = int(bridge.cfg.d_vocab)
         self.n_ctx = getattr(bridge.cfg, "n_ctx", None)
         self.n_layers = int(bridge.cfg.n_layers)
+        self._watch(bridge)
 
     @property
     def device(self) -> torch.device:
@@ -65,16 +88,17 @@ class BridgeBackend:
         if self._twins is not None:
             self._twins.rebuild()
 
+    def refresh(self) -> None:
+        super().refresh()
+        self.rebuild_twin()
+
     def twin(self) -> torch.nn.Module | None:
         """The plain HF model for a forward without hooks, or None (then use the bridge)."""
-        from .twin import TwinCache, hooks_attached
-
         if not self.use_twin:
             return None
         if self._twins is None:
             self._twins = TwinCache(self.model)
-            self._modules = list(self.model.modules())
-        if hooks_attached(self.model, self._modules):
+        if self.foreign_hooks():
             return None
         return self._twins.get()
 
@@ -95,7 +119,7 @@ class BridgeBackend:
         return logits[:, logits.shape[1] - keep:]
 
 
-class HookedTransformerBackend:
+class HookedTransformerBackend(_Watched):
     """A TransformerLens 3.x ``HookedTransformer`` (accepted where it can be).
 
     HookedTransformer derives left-padded positions from the attention mask
@@ -110,6 +134,7 @@ class HookedTransformerBackend:
         self.vocab_size = int(model.cfg.d_vocab_out)
         self.n_ctx = getattr(model.cfg, "n_ctx", None)
         self.n_layers = int(model.cfg.n_layers)
+        self._watch(model)
 
     @property
     def device(self) -> torch.device:

@@ -138,7 +138,7 @@ class GenerationMixin:
         from .warpers import probabilities
 
         decoder = Decoder(self.backend, pad_id=self.engine.pad_id, intervention=intervention,
-                          stats=self.engine.stats)
+                          stats=self.engine.stats, lock=self.engine.lock)
         logits = decoder.prefill(seqs, repeats=n)  # (rows, vocab)
         rows = logits.shape[0]
         keys = None
