@@ -263,12 +263,20 @@ def probe(request: pytest.FixtureRequest):
         _warn(f"{name} left a probe.intervene(...) block open; it was closed. Use it as "
               "`with probe.intervene(...):`")
     if snapshot.weights_changed():
-        if state.probes.get(key) is loaded:
-            del state.probes[key]  # the next test that needs this model loads it afresh
+        _forget(state, loaded)
         _warn(f"{name} changed the weights of probe.model (an in-place edit, a replaced "
               "parameter, load_state_dict or compatibility mode); the model is reloaded for "
               "the next test. Edit a private copy instead (logitprobe.load(...) in the test) "
               "or use interventions=, which leave the weights alone")
+
+
+def _forget(state: State, probe: Any) -> None:
+    """Drop ``probe`` so that the next test needing its model loads it afresh from disk."""
+    from . import loading
+
+    for cache in (state.probes, loading._LOADED):  # load() returns one probe per arguments
+        for k in [k for k, v in cache.items() if v is probe]:
+            del cache[k]
 
 
 def _warn(message: str) -> None:
