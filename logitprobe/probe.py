@@ -88,8 +88,9 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         clear the cache by themselves; call this after writing weights through
         ``.data`` (``w.data.zero_()``), which no check can see.
         """
-        self.engine.clear_cache()
-        self.backend.refresh()
+        with self.engine.lock:
+            self.engine.clear_cache()
+            self.backend.refresh()
 
     def __repr__(self) -> str:
         return (f"Probe(name={self.name!r}, layers={self.n_layers}, vocab_size={self.vocab_size}, "

@@ -282,5 +282,5 @@ def test_interleaved_queries_match_an_uncached_probe(own):
     CacheMachine.probe = own
     CacheMachine.reference = logitprobe.Probe(own.model, own.tokenizer, cache_bytes=0)
     run_state_machine_as_test(CacheMachine, settings=settings(
-        max_examples=8, stateful_step_count=10, deadline=None,
+        max_examples=6, stateful_step_count=10, deadline=None,
         suppress_health_check=[HealthCheck.too_slow]))
