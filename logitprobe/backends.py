@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .engine import model_lock
 from .twin import HooksWatch, TwinCache, WeightsWatch
 
 __all__ = ["BridgeBackend", "HookedTransformerBackend", "backend_for", "own_hooks"]
@@ -42,6 +43,9 @@ class _Watched:
     """What the engine asks before using its cache: foreign hooks? which weights?"""
 
     def _watch(self, model: Any) -> None:
+        # Held around every forward: another thread's forward must not run while this
+        # one's hooks are on the shared model (the engine holds it around its cache too).
+        self.lock = model_lock(model)
         self._hooks_watch = HooksWatch(model)
         self._weights_watch = WeightsWatch(model)
 
@@ -110,12 +114,13 @@ class BridgeBackend(_Watched):
             kwargs["position_ids"] = _position_ids(attention_mask)
         if keep < tokens.shape[1]:
             kwargs["logits_to_keep"] = keep
-        twin = None if hooks else self.twin()
-        if twin is not None:  # nothing hooked: the plain model, same logits, less overhead
-            logits = twin(tokens, use_cache=False, **kwargs).logits
-        else:
-            with own_hooks(self.model, hooks):
-                logits = self.model(tokens, **kwargs)
+        with self.lock:
+            twin = None if hooks else self.twin()
+            if twin is not None:  # nothing hooked: the plain model, same logits, less overhead
+                logits = twin(tokens, use_cache=False, **kwargs).logits
+            else:
+                with own_hooks(self.model, hooks):
+                    logits = self.model(tokens, **kwargs)
         return logits[:, logits.shape[1] - keep:]
 
 
@@ -145,7 +150,7 @@ class HookedTransformerBackend(_Watched):
         kwargs: dict[str, Any] = {}
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask
-        with own_hooks(self.model, hooks):
+        with self.lock, own_hooks(self.model, hooks):
             logits = self.model(tokens, **kwargs)
         return logits[:, logits.shape[1] - keep:]
 

@@ -15,15 +15,17 @@ Why it is shaped this way:
   :mod:`logitprobe.twin`) whether the weights changed (then the cache is
   cleared) and whether a hook that is not ours is attached (then the call
   neither reads nor writes the cache: its hooks may do anything).
-- One lock per engine serializes calls (cache, hooks check and forwards): an
+- One lock per model serializes calls (cache, hooks check and forwards): an
   intervened forward attaches hooks to the shared model for its duration, which
-  another thread's forward must not run under.
+  another thread's forward (this probe's or another probe's on the same model)
+  must not run under.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import weakref
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from typing import Any, Callable, Hashable, Iterable, Protocol, Sequence
 
 import torch
 
-__all__ = ["BatchLayout", "Engine", "Stats"]
+__all__ = ["BatchLayout", "Engine", "Stats", "model_lock"]
 
 HookList = list[tuple[str, Callable]]
 
@@ -83,6 +85,24 @@ class BatchLayout:
         return tuple(n - self.seq_len for n in self.lengths)
 
 
+_LOCKS: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def model_lock(model: Any) -> threading.RLock:
+    """The one lock of ``model``, shared by every probe (engine) built on it.
+
+    Reentrant, so that a hook running inside a forward may query a probe of the same model.
+    """
+    if model is None:
+        return threading.RLock()
+    with _LOCKS_LOCK:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
 class Intervention(Protocol):
     """What the engine needs from an intervention: a cache key and hooks for a batch."""
 
@@ -115,9 +135,8 @@ class Engine:
         self._cached_bytes = 0
         self._weights_key: tuple | None = None  # backend.weights_key() the cache was filled under
         self.stats = Stats()
-        # Held for every call and by other forwards on the same model (generation, the lens):
-        # reentrant so a hook may query the probe it runs in.
-        self.lock = threading.RLock()
+        # Held for every call and by other forwards on the same model (generation, the lens).
+        self.lock = model_lock(getattr(backend, "model", None))
 
     # -- cache ---------------------------------------------------------------------
     def _lookup(self, key: tuple, keep: int) -> torch.Tensor | None:

@@ -181,24 +181,41 @@ def test_an_intervene_block_does_not_reach_other_threads(tiny):
     assert (got["argmax"], mine) == (clean, boosted)
 
 
-def test_concurrent_clean_and_intervened_forwards(tiny):
-    # cache_bytes=0: every query is a forward, so the two threads' forwards overlap.
+def test_concurrent_forwards_never_see_each_others_hooks(tiny):
+    # cache_bytes=0: every query is a forward, so the threads' forwards overlap. Two probes
+    # on one model: the lock belongs to the model, not to a probe.
     probe = logitprobe.Probe(tiny.model, tiny.tokenizer, cache_bytes=0)
+    other = logitprobe.Probe(tiny.model, tiny.tokenizer, cache_bytes=0)
     clean = [probe.next_token(p).logits for p in PROMPTS]
     ablated = [probe.next_token(p, interventions=[ABLATE]).logits for p in PROMPTS]
-    start = threading.Barrier(2)
+    generated = probe.generate(PROMPTS[1], max_new_tokens=6, interventions=[ABLATE]).token_ids
+    start = threading.Barrier(3)
     errors: list[str] = []
 
-    def run(interventions, want):
-        start.wait(timeout=60)
+    def queries(p, interventions, want):
         for _ in range(8):
             for prompt, expected in zip(PROMPTS, want):
-                got = probe.next_token(prompt, interventions=interventions).logits
+                got = p.next_token(prompt, interventions=interventions).logits
                 if not torch.allclose(got, expected, **ATOL):
                     errors.append(f"{prompt!r} interventions={interventions!r}")
 
-    threads = [threading.Thread(target=run, args=(None, clean)),
-               threading.Thread(target=run, args=([ABLATE], ablated))]
+    def generation():
+        for _ in range(4):
+            got = probe.generate(PROMPTS[1], max_new_tokens=6, interventions=[ABLATE]).token_ids
+            if got != generated:
+                errors.append(f"generate: {got} != {generated}")
+
+    def thread(job, *args):
+        def run():
+            start.wait(timeout=60)
+            try:
+                job(*args)
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(f"{type(exc).__name__}: {exc}")
+        return threading.Thread(target=run)
+
+    threads = [thread(queries, probe, None, clean), thread(queries, other, [ABLATE], ablated),
+               thread(generation)]
     for t in threads:
         t.start()
     for t in threads:

@@ -187,7 +187,7 @@ def activations(probe: Any, prompt: str, hook: str) -> torch.Tensor:
             cache.pop(next(iter(cache)))
         ids = torch.tensor([probe.vocab.encode(prompt)], device=probe.device)
         kwargs = {"logits_to_keep": 1} if probe.backend.kind == "bridge" else {}
-        with torch.no_grad():
+        with probe.engine.lock, torch.no_grad():  # no other forward while its hooks are on
             _, acts = probe.model.run_with_cache(ids, names_filter=hook, **kwargs)
         cache[key] = acts[hook][0].detach().clone()
     return cache[key]
