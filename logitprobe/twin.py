@@ -135,9 +135,13 @@ class WeightsWatch:
         # (``with torch.no_grad(): w.mul_(0)``, ``load_state_dict``) bumps a version
         # counter (GPT-2's bridge keeps its own copies of the q/k/v weights, so the twin
         # may no longer match it). Edits through ``.data`` bypass both.
+        # ``model.half()`` / ``.to(...)`` swap ``.data`` too: the first tensor's dtype and
+        # device catch a whole-model conversion.
         if _registrations != self._seen:
             self.refresh()
+        first = self._tensors[0] if self._tensors else None
         return (self._ids, tuple(map(_VERSION, self._tensors)),
+                None if first is None else (first.dtype, first.device),
                 bool(getattr(self.model, "compatibility_mode", False)),
                 bool(getattr(self.model, "_weights_processed", False)))
 

@@ -301,3 +301,14 @@ def test_interleaved_queries_match_an_uncached_probe(own):
     run_state_machine_as_test(CacheMachine, settings=settings(
         max_examples=6, stateful_step_count=10, deadline=None,
         suppress_health_check=[HealthCheck.too_slow]))
+
+
+def test_a_whole_model_dtype_conversion_is_seen(own):
+    # .to(dtype) writes through .data, which no version counter sees; the key has the dtype.
+    before = own.next_token(PROMPTS[0]).logits
+    own.model.to(torch.float64)
+    want = own.backend.twin()(torch.tensor([own.encode(PROMPTS[0])])).logits[0, -1]
+    got = own.next_token(PROMPTS[0]).logits
+    assert want.dtype == torch.float64
+    torch.testing.assert_close(got, want.float(), atol=1e-6, rtol=0)
+    assert not torch.equal(got, before)
