@@ -54,7 +54,7 @@ class _Watched:
         return self._hooks_watch()
 
     def weights_key(self) -> tuple:
-        """Changes whenever a parameter or buffer is replaced or edited in place (not via ``.data``)."""
+        """Changes when a parameter or buffer is replaced or edited in place (not via ``.data``)."""
         return self._weights_watch.key()
 
     def refresh(self) -> None:

@@ -410,8 +410,8 @@ def test_weights_edited_by_a_test_are_reloaded(pytester, run_tiny):
                 probe.model.original_model.lm_head.weight.mul_(0)
 
         def test_restores(probe):
-            with torch.no_grad():
-                probe.model.original_model.lm_head.weight.mul_(1)  # any in-place op counts, even one that keeps the values
+            with torch.no_grad():  # any in-place op counts, even one that keeps the values
+                probe.model.original_model.lm_head.weight.mul_(1)
 
         def test_next_is_fresh(probe):
             edited, before = SEEN[0]

@@ -29,8 +29,8 @@ def _scope_var(probe: Any) -> contextvars.ContextVar:
     # its own thread (or asyncio task) only, never to another thread's queries.
     var = probe.__dict__.get("_lp_scope_var")
     if var is None:
-        var = probe.__dict__.setdefault("_lp_scope_var",
-                                        contextvars.ContextVar("logitprobe_intervene", default=None))
+        fresh = contextvars.ContextVar("logitprobe_intervene", default=None)
+        var = probe.__dict__.setdefault("_lp_scope_var", fresh)
     return var
 
 
