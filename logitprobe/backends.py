@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .errors import InvalidArgument
+from .engine import model_lock
+from .twin import HooksWatch, TwinCache, WeightsWatch
 
 __all__ = ["BridgeBackend", "HookedTransformerBackend", "backend_for", "own_hooks"]
 
@@ -40,7 +42,30 @@ def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-class BridgeBackend:
+class _Watched:
+    """What the engine asks before using its cache: foreign hooks? which weights?"""
+
+    def _watch(self, model: Any) -> None:
+        # Held around every forward: another thread's forward must not run while this
+        # one's hooks are on the shared model (the engine holds it around its cache too).
+        self.lock = model_lock(model)
+        self._hooks_watch = HooksWatch(model)
+        self._weights_watch = WeightsWatch(model)
+
+    def foreign_hooks(self) -> bool:
+        """Whether a hook that is not logitprobe's own is attached (the user's, a raw torch one)."""
+        return self._hooks_watch()
+
+    def weights_key(self) -> tuple:
+        """Changes when a parameter or buffer is replaced or edited in place (not via ``.data``)."""
+        return self._weights_watch.key()
+
+    def refresh(self) -> None:
+        """Re-list the weights (after edits no check sees: ``.data`` writes)."""
+        self._weights_watch.refresh()
+
+
+class BridgeBackend(_Watched):
     """A TransformerLens 4.x ``TransformerBridge``.
 
     ``use_twin``: whether forwards with nothing hooked (no intervention, no hook of
@@ -59,6 +84,7 @@ class BridgeBackend:
         self.vocab_size = int(bridge.cfg.d_vocab)
         self.n_ctx = getattr(bridge.cfg, "n_ctx", None)
         self.n_layers = int(bridge.cfg.n_layers)
+        self._watch(bridge)
 
     @property
     def device(self) -> torch.device:
@@ -69,16 +95,17 @@ class BridgeBackend:
         if self._twins is not None:
             self._twins.rebuild()
 
+    def refresh(self) -> None:
+        super().refresh()
+        self.rebuild_twin()
+
     def twin(self) -> torch.nn.Module | None:
         """The plain HF model for a forward without hooks, or None (then use the bridge)."""
-        from .twin import TwinCache, hooks_attached
-
         if not self.use_twin:
             return None
         if self._twins is None:
             self._twins = TwinCache(self.model)
-            self._modules = list(self.model.modules())
-        if hooks_attached(self.model, self._modules):
+        if self.foreign_hooks():
             return None
         return self._twins.get()
 
@@ -90,16 +117,17 @@ class BridgeBackend:
             kwargs["position_ids"] = _position_ids(attention_mask)
         if keep < tokens.shape[1]:
             kwargs["logits_to_keep"] = keep
-        twin = None if hooks else self.twin()
-        if twin is not None:  # nothing hooked: the plain model, same logits, less overhead
-            logits = twin(tokens, use_cache=False, **kwargs).logits
-        else:
-            with own_hooks(self.model, hooks):
-                logits = self.model(tokens, **kwargs)
+        with self.lock:
+            twin = None if hooks else self.twin()
+            if twin is not None:  # nothing hooked: the plain model, same logits, less overhead
+                logits = twin(tokens, use_cache=False, **kwargs).logits
+            else:
+                with own_hooks(self.model, hooks):
+                    logits = self.model(tokens, **kwargs)
         return logits[:, logits.shape[1] - keep:]
 
 
-class HookedTransformerBackend:
+class HookedTransformerBackend(_Watched):
     """A TransformerLens 3.x ``HookedTransformer`` (tested with 3.9.0: ``make test-tl3``).
 
     HookedTransformer derives left-padded positions from the attention mask
@@ -122,6 +150,7 @@ class HookedTransformerBackend:
         # The BOS policy of ``model.to_tokens`` / ``model(prompt)``: a Probe's
         # prepend_bos=None means this, so it sees the tokens the model's own calls see.
         self.default_prepend_bos = bool(getattr(model.cfg, "default_prepend_bos", True))
+        self._watch(model)
 
     @property
     def device(self) -> torch.device:
@@ -131,7 +160,7 @@ class HookedTransformerBackend:
                 keep: int, hooks: list[tuple[str, Callable]]) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = torch.ones_like(tokens)
-        with own_hooks(self.model, hooks):
+        with self.lock, own_hooks(self.model, hooks):
             logits = self.model(tokens, attention_mask=attention_mask)
         return logits[:, logits.shape[1] - keep:]
 

@@ -10,12 +10,22 @@ Why it is shaped this way:
   the model computes logits only there (``logits_to_keep``): the unembedding
   is ~a quarter of a GPT-2-small forward and most queries need one position.
 - Results are cached per (token ids, intervention key), LRU-bounded in bytes,
-  so no forward pass is computed twice.
+  so no forward pass is computed twice. The cache is only valid for the model
+  it was filled on, so each call first asks the backend (cheaply, see
+  :mod:`logitprobe.twin`) whether the weights changed (then the cache is
+  cleared) and whether a hook that is not ours is attached (then the call
+  neither reads nor writes the cache: its hooks may do anything).
+- One lock per model serializes calls (cache, hooks check and forwards): an
+  intervened forward attaches hooks to the shared model for its duration, which
+  another thread's forward (this probe's or another probe's on the same model)
+  must not run under.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -25,7 +35,7 @@ import torch
 
 from ._finite import explain, find_nonfinite
 
-__all__ = ["BatchLayout", "Engine", "Stats"]
+__all__ = ["BatchLayout", "Engine", "Stats", "model_lock"]
 
 HookList = list[tuple[str, Callable]]
 
@@ -39,7 +49,7 @@ class Stats:
     tokens: int = 0  # real (unpadded) tokens evaluated
     padded_tokens: int = 0  # padding added to batch them
     cache_hits: int = 0
-    cache_misses: int = 0
+    cache_misses: int = 0  # includes queries that bypass the cache (foreign hooks attached)
 
     def reset(self) -> None:
         for name in self.__dataclass_fields__:
@@ -77,6 +87,24 @@ class BatchLayout:
         return tuple(n - self.seq_len for n in self.lengths)
 
 
+_LOCKS: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def model_lock(model: Any) -> threading.RLock:
+    """The one lock of ``model``, shared by every probe (engine) built on it.
+
+    Reentrant, so that a hook running inside a forward may query a probe of the same model.
+    """
+    if model is None:
+        return threading.RLock()
+    with _LOCKS_LOCK:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
 class Intervention(Protocol):
     """What the engine needs from an intervention: a cache key and hooks for a batch."""
 
@@ -107,8 +135,11 @@ class Engine:
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._cached_bytes = 0
+        self._weights_key: tuple | None = None  # backend.weights_key() the cache was filled under
         self.stats = Stats()
         self.decode: Callable[[Sequence[int]], str] | None = None  # ids -> text, for errors
+        # Held for every call and by other forwards on the same model (generation, the lens).
+        self.lock = model_lock(getattr(backend, "model", None))
 
     # -- cache ---------------------------------------------------------------------
     def _lookup(self, key: tuple, keep: int) -> torch.Tensor | None:
@@ -132,8 +163,9 @@ class Engine:
             self._cached_bytes -= evicted.numel() * evicted.element_size()
 
     def clear_cache(self) -> None:
-        self._cache.clear()
-        self._cached_bytes = 0
+        with self.lock:
+            self._cache.clear()
+            self._cached_bytes = 0
 
     # -- forwards ------------------------------------------------------------------
     def logits(self, seqs: Sequence[Sequence[int]], keep: Sequence[int] | int = 1,
@@ -142,34 +174,44 @@ class Engine:
 
         ``keep[i]`` of ``len(seqs[i])`` gives every position.
         """
+        with self.lock:
+            return self._logits(seqs, keep, intervention)
+
+    def _logits(self, seqs: Sequence[Sequence[int]], keep: Sequence[int] | int,
+                intervention: Intervention | None) -> list[torch.Tensor]:
         if isinstance(keep, int):
             keep = [keep] * len(seqs)
+        weights = self.backend.weights_key()
+        if weights != self._weights_key:  # edited or replaced weights: nothing cached holds
+            self.clear_cache()
+            self._weights_key = weights
+        use_cache = not self.backend.foreign_hooks()
         ikey = None if intervention is None else intervention.key
+        keys = [(tuple(int(t) for t in ids), ikey) for ids in seqs]
         out: list[torch.Tensor | None] = [None] * len(seqs)
         missing: dict[tuple, _Request] = {}
-        for i, (ids, k) in enumerate(zip(seqs, keep)):
-            ids = tuple(int(t) for t in ids)
-            hit = self._lookup((ids, ikey), k)
+        for i, (key, k) in enumerate(zip(keys, keep)):
+            hit = self._lookup(key, k) if use_cache else None
             if hit is not None:
                 self.stats.cache_hits += 1
                 out[i] = hit
                 continue
             self.stats.cache_misses += 1
-            req = missing.get((ids, ikey))
+            req = missing.get(key)
             if req is None:
-                missing[(ids, ikey)] = _Request(ids, k)
+                missing[key] = _Request(key[0], k)
             else:
                 req.keep = max(req.keep, k)
+        fresh: dict[tuple, torch.Tensor] = {}
         for group in self._groups(list(missing.values())):
             results = self._run(group, intervention)
             for req, value in zip(group, results):
-                self._store((req.ids, ikey), value)
-        for i, (ids, k) in enumerate(zip(seqs, keep)):
+                fresh[(req.ids, ikey)] = value
+                if use_cache:
+                    self._store((req.ids, ikey), value)
+        for i, (key, k) in enumerate(zip(keys, keep)):
             if out[i] is None:
-                key = (tuple(int(t) for t in ids), ikey)
-                value = self._cache.get(key)
-                if value is None:  # too large to cache: recompute alone (rare)
-                    value = self._run([_Request(key[0], k)], intervention)[0]
+                value = fresh[key]
                 out[i] = value[value.shape[0] - k:]
         return out  # type: ignore[return-value]
 

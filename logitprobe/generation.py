@@ -170,7 +170,7 @@ class GenerationMixin:
         from .warpers import probabilities
 
         decoder = Decoder(self.backend, pad_id=self.engine.pad_id, intervention=intervention,
-                          stats=self.engine.stats)
+                          stats=self.engine.stats, lock=self.engine.lock)
         logits = decoder.prefill(seqs, repeats=n)  # (rows, vocab)
         rows = logits.shape[0]
         self._check_finite(logits, None, lambda r: list(seqs[r // n]), intervention)

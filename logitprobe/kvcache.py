@@ -75,8 +75,11 @@ class Decoder:
     """
 
     def __init__(self, backend: Any, *, pad_id: int, intervention: Any = None,
-                 stats: Stats | None = None, cached: bool | None = None):
+                 stats: Stats | None = None, cached: bool | None = None, lock: Any = None):
         self.backend = backend
+        # The engine's lock, held for each forward: another thread's query must not run
+        # while this forward's hooks are on the shared model.
+        self._lock = lock if lock is not None else contextlib.nullcontext()
         self.model = backend.model
         self.pad_id = pad_id
         self.intervention = intervention
@@ -107,12 +110,16 @@ class Decoder:
     def _hooks(self, layout: BatchLayout) -> list:
         return self.intervention.hooks(layout) if self.intervention is not None else []
 
-    @torch.no_grad()
     def prefill(self, seqs: list[list[int]], repeats: int = 1) -> torch.Tensor:
         """Run the prompts; return next-token logits ``Float[Tensor, "rows vocab"]``.
 
         Rows are prompt-major: prompt j's copies are rows ``j*repeats ... j*repeats+repeats-1``.
         """
+        with self._lock:
+            return self._prefill(seqs, repeats)
+
+    @torch.no_grad()
+    def _prefill(self, seqs: list[list[int]], repeats: int) -> torch.Tensor:
         lengths = [len(s) for s in seqs]
         T = max(lengths)
         tokens = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
@@ -159,9 +166,13 @@ class Decoder:
         with cache_kwarg_fix(self.model, self._attention), own_hooks(self.model, hooks):
             return self.model(tokens, **kwargs)
 
-    @torch.no_grad()
     def step(self, new_tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row (``Long[Tensor, "rows"]``); return the next logits."""
+        with self._lock:
+            return self._step(new_tokens)
+
+    @torch.no_grad()
+    def _step(self, new_tokens: torch.Tensor) -> torch.Tensor:
         if self._mask is None:
             raise RuntimeError("Decoder.step() before prefill()")
         new_tokens = new_tokens.to(self.device, torch.long).reshape(self.rows, 1)

@@ -208,7 +208,7 @@ def _run_cached(probe: Any, seqs: list[tuple], names: list[str], intervention: A
             raise InvalidArgument(f"interventions: {late!r} edit the final norm or the logits, "
                                   "after the residual stream that the lens and attribution read, "
                                   "so they cannot show them; use next_token for logit edits")
-        with torch.no_grad(), own_hooks(model, hooks):
+        with probe.engine.lock, torch.no_grad(), own_hooks(model, hooks):
             out, cache = model.run_with_cache(tokens.to(probe.device), names_filter=names,
                                               pos_slice=slice(-1, None), logits_to_keep=1,
                                               **kwargs)

@@ -103,8 +103,15 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         return self.vocab.prepend_bos
 
     def clear_cache(self) -> None:
-        """Forget cached forward results (the stats are kept)."""
-        self.engine.clear_cache()
+        """Forget cached forward results and rebuild the plain twin (the stats are kept).
+
+        Edits the library sees (in-place ops, replaced parameters, ``load_state_dict``)
+        clear the cache by themselves; call this after writing weights through
+        ``.data`` (``w.data.zero_()``), which no check can see.
+        """
+        with self.engine.lock:
+            self.engine.clear_cache()
+            self.backend.refresh()
 
     def __repr__(self) -> str:
         return (f"Probe(name={self.name!r}, layers={self.n_layers}, vocab_size={self.vocab_size}, "

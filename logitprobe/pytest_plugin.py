@@ -239,25 +239,57 @@ def probe(request: pytest.FixtureRequest):
     The model comes from ``@pytest.mark.logitprobe(model=...)`` on the test,
     class or module, else ``--logitprobe-model`` / ini ``logitprobe_model``
     (default ``gpt2``). Each distinct model is loaded once per session (per
-    xdist worker). Hooks a test leaves on the model are removed afterwards
-    (with a warning) and the forward cache is cleared, so nothing leaks into
-    the next test.
+    xdist worker). Nothing a test does to the shared model leaks into the next
+    test: hooks it leaves (on hook points, raw torch hooks on any submodule,
+    global module hooks) are removed, an ``intervene`` block left open is
+    closed, and a weight edit torch can see (in place, a replaced parameter,
+    ``load_state_dict``) makes the next test load the model afresh; each with a
+    warning. Writes through ``.data`` are invisible: do not make them here.
     """
+    from ._guard import Snapshot
+    from .interventions.use import close_scope, open_scope
+
     state = request.config.stash[STATE]
     key = state.key_for(request.node.get_closest_marker("logitprobe"))
     loaded = state.get(key)
     before = _hook_count(loaded.model)
+    snapshot = Snapshot(loaded)
     yield loaded
+    name = request.node.name
     left = _hook_count(loaded.model) - before
     if left > 0:
         loaded.model.reset_hooks(including_permanent=False)
         loaded.clear_cache()
-        warnings.warn(pytest.PytestWarning(
-            f"logitprobe: {request.node.name} left {left} hook(s) on probe.model; they were "
-            "removed and the forward cache cleared. Pass interventions= to the query instead "
-            "(or use probe.model.hooks(...) as a context manager)"), stacklevel=1)
-    if loaded.__dict__.get("_lp_scope") is not None:  # a `probe.intervene(...)` never exited
-        loaded._lp_scope = None
-        warnings.warn(pytest.PytestWarning(
-            f"logitprobe: {request.node.name} left a probe.intervene(...) block open; it was "
-            "closed. Use it as `with probe.intervene(...):`"), stacklevel=1)
+        _warn(f"{name} left {left} hook(s) on probe.model; they were removed and the forward "
+              "cache cleared. Pass interventions= to the query instead (or use "
+              "probe.model.hooks(...) as a context manager)")
+    raw = snapshot.remove_new_hooks()
+    if raw > 0:
+        loaded.clear_cache()
+        _warn(f"{name} left {raw} torch hook(s) (register_forward_hook, "
+              "register_forward_pre_hook or a global module hook) on probe.model; they were "
+              "removed. Remove them in the test (handle.remove() in a finally block), or pass "
+              "interventions= to the query instead")
+    if open_scope(loaded) is not None:  # a `probe.intervene(...)` never exited
+        close_scope(loaded)
+        _warn(f"{name} left a probe.intervene(...) block open; it was closed. Use it as "
+              "`with probe.intervene(...):`")
+    if snapshot.weights_changed():
+        _forget(state, loaded)
+        _warn(f"{name} changed the weights of probe.model (an in-place edit, a replaced "
+              "parameter, load_state_dict or compatibility mode); the model is reloaded for "
+              "the next test. Edit a private copy instead (logitprobe.load(...) in the test) "
+              "or use interventions=, which leave the weights alone")
+
+
+def _forget(state: State, probe: Any) -> None:
+    """Drop ``probe`` so that the next test needing its model loads it afresh from disk."""
+    from . import loading
+
+    for cache in (state.probes, loading._LOADED):  # load() returns one probe per arguments
+        for k in [k for k, v in cache.items() if v is probe]:
+            del cache[k]
+
+
+def _warn(message: str) -> None:
+    warnings.warn(pytest.PytestWarning(f"logitprobe: {message}"), stacklevel=2)

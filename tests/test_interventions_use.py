@@ -14,6 +14,7 @@ from logitprobe.errors import InvalidArgument, PromptError, TokenError  # noqa: 
 from logitprobe.interventions import (BanTokens, InterventionNotFired, MeanAblate, Patch,  # noqa
                                       Scale, SetLogit, Steer, ZeroAblate, dump, plot_comparison,
                                       plot_patch_sweep)
+from logitprobe.interventions.use import open_scope  # noqa: E402
 
 PROMPT = "The quick brown fox jumps over the lazy dog"
 BOOST = SetLogit(" coffee", to="max+10")
@@ -31,7 +32,7 @@ def no_leaks(tiny):
     before = hook_count(tiny.model)
     yield
     assert hook_count(tiny.model) == before, "a hook was left registered"
-    assert tiny.__dict__.get("_lp_scope") is None
+    assert open_scope(tiny) is None
 
 
 # -- the cache key ---------------------------------------------------------------------

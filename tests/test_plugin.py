@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 # Imported here so pytester's in-process runs (which forget modules first imported inside
 # them) keep using one copy of each.
@@ -370,3 +371,55 @@ def test_example_suite_passes_on_smollm2(pytester, smol):
     result = pytester.runpytest(str(ROOT / "examples" / "behaviour"), "--logitprobe-model=smollm2",
                                 *QUIET)
     result.assert_outcomes(passed=18)
+
+
+def test_raw_hooks_left_by_a_test_are_removed(pytester, run_tiny, tiny):
+    clean = tiny.next_token(FRANCE).logits
+    torch_path = Path(pytester.path) / "clean.pt"
+    torch.save(clean, torch_path)
+    pytester.makepyfile(f"""
+        import torch
+
+        def test_leaks(probe):
+            probe.model.blocks[0].mlp.register_forward_hook(lambda m, i, o: o * 0)
+            torch.nn.modules.module.register_module_forward_pre_hook(lambda m, a: None)
+            assert not torch.allclose(probe.next_token({FRANCE!r}).logits,
+                                      torch.load({str(torch_path)!r}), atol=1e-4)
+
+        def test_next_is_clean(probe):
+            assert not torch.nn.modules.module._global_forward_pre_hooks
+            torch.testing.assert_close(probe.next_token({FRANCE!r}).logits,
+                                       torch.load({str(torch_path)!r}), atol=1e-4, rtol=1e-4)
+        """)
+    result = run_tiny("-p", "no:randomly")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines(["*logitprobe: test_leaks left 2 torch hook(s) "
+                                 "(register_forward_hook, *) on probe.model; they were removed*"])
+
+
+def test_weights_edited_by_a_test_are_reloaded(pytester, run_tiny):
+    # float64: a probe of the inner run's own (the session's float32 `tiny` stays untouched).
+    pytester.makepyfile(f"""
+        import torch
+
+        SEEN = []
+
+        def test_edits(probe):
+            SEEN.append((probe, probe.next_token({FRANCE!r}).logits))
+            with torch.no_grad():
+                probe.model.original_model.lm_head.weight.mul_(0)
+
+        def test_restores(probe):
+            with torch.no_grad():  # any in-place op counts, even one that keeps the values
+                probe.model.original_model.lm_head.weight.mul_(1)
+
+        def test_next_is_fresh(probe):
+            edited, before = SEEN[0]
+            assert probe is not edited
+            torch.testing.assert_close(probe.next_token({FRANCE!r}).logits, before)
+        """)
+    result = run_tiny("-p", "no:randomly", "--logitprobe-dtype=float64")
+    result.assert_outcomes(passed=3, warnings=2)
+    result.stdout.fnmatch_lines(["*logitprobe: test_edits changed the weights of probe.model "
+                                 "(an in-place edit, *); the model is reloaded for the next test*",
+                                 "*logitprobe: test_restores changed the weights*"])

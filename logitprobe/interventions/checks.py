@@ -189,7 +189,7 @@ def activations(probe: Any, prompt: str, hook: str) -> torch.Tensor:
         # A HookedTransformer gets an explicit mask (see backends.HookedTransformerBackend).
         kwargs = ({"logits_to_keep": 1} if probe.backend.kind == "bridge"
                   else {"attention_mask": torch.ones_like(ids)})
-        with torch.no_grad():
+        with probe.engine.lock, torch.no_grad():  # no other forward while its hooks are on
             _, acts = probe.model.run_with_cache(ids, names_filter=hook, **kwargs)
         cache[key] = acts[hook][0].detach().clone()
     return cache[key]

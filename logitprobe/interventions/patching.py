@@ -173,7 +173,7 @@ def sweep(probe: Any, clean: str, corrupted: str, tokens: Sequence[Any] | None =
     def tl_metric(logits: torch.Tensor) -> torch.Tensor:  # (1, pos, vocab) -> scalar
         return _scalar(fn(logits[0, -1]), name)
 
-    with torch.no_grad():
+    with probe.engine.lock, torch.no_grad():  # no other forward while its hooks are on
         clean_logits, cache = model.run_with_cache(clean_t, names_filter=names)
         clean_value = float(tl_metric(clean_logits))
         corrupted_value = float(tl_metric(model(corrupted_t)))

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ..errors import InvalidArgument
@@ -20,7 +21,30 @@ if TYPE_CHECKING:
     from .compile import Interventions
     from .patching import PatchSweep
 
-__all__ = ["InterventionMixin"]
+__all__ = ["InterventionMixin", "close_scope", "open_scope"]
+
+
+def _scope_var(probe: Any) -> contextvars.ContextVar:
+    # One context variable per probe: an ``intervene`` block applies to the queries of
+    # its own thread (or asyncio task) only, never to another thread's queries.
+    var = probe.__dict__.get("_lp_scope_var")
+    if var is None:
+        fresh = contextvars.ContextVar("logitprobe_intervene", default=None)
+        var = probe.__dict__.setdefault("_lp_scope_var", fresh)
+    return var
+
+
+def open_scope(probe: Any) -> "Interventions | None":
+    """The interventions of the ``intervene`` blocks open in this context, or None."""
+    var = probe.__dict__.get("_lp_scope_var")
+    return None if var is None else var.get()
+
+
+def close_scope(probe: Any) -> None:
+    """Close every ``intervene`` block open in this context (the pytest plugin's cleanup)."""
+    var = probe.__dict__.get("_lp_scope_var")
+    if var is not None:
+        var.set(None)
 
 
 class InterventionMixin:
@@ -36,7 +60,7 @@ class InterventionMixin:
         from .compile import Interventions, compile_specs
         from .serialize import coerce
 
-        scope: Interventions | None = self.__dict__.get("_lp_scope")
+        scope: Interventions | None = open_scope(self)
         if isinstance(interventions, Interventions):
             compiled: Interventions | None = interventions
             if scope is not None and interventions.plans[:len(scope.plans)] == scope.plans:
@@ -57,6 +81,8 @@ class InterventionMixin:
         the model between queries, after the block, or after an exception.
         Blocks nest (outer specs first). Yields the compiled specs, whose
         ``fired`` counts the forwards each spec changed inside the block.
+        The block applies to the queries of the thread (or asyncio task) that
+        opened it; other threads' queries on the same probe are not intervened.
         """
         from .compile import compile_specs
         from .serialize import coerce
@@ -66,12 +92,13 @@ class InterventionMixin:
             raise InvalidArgument("intervene(): give at least one spec, e.g. "
                                   "probe.intervene(SetLogit(' coffee', to='max+10'))")
         compiled = compile_specs(self, specs)
-        previous = self.__dict__.get("_lp_scope")
-        self._lp_scope = compiled if previous is None else previous + compiled
+        var = _scope_var(self)
+        previous = var.get()
+        var.set(compiled if previous is None else previous + compiled)
         try:
             yield compiled
         finally:
-            self._lp_scope = previous
+            var.set(previous)
 
     def compare(self, prompt: str, interventions: Any, *, tokens: Sequence[Any] = (),
                 k: int = 10, position: int = -1) -> "Comparison":
