@@ -273,9 +273,13 @@ class NextToken:
             ranks.append(ranks[-1] if i and value == pairs[i - 1][0] else i + 1)
         lse = self._lse
         tokens = self._vocab.decode_each([tid for _, tid in pairs])
-        cands = [Candidate(token=token, id=tid, logit=value, prob=math.exp(value - lse),
-                           logprob=value - lse, rank=rank)
-                 for token, (value, tid), rank in zip(tokens, pairs, ranks)]
+        source = weakref.ref(self)  # for assertion reports
+        cands = []
+        for token, (value, tid), rank in zip(tokens, pairs, ranks):
+            cand = Candidate(token=token, id=tid, logit=value, prob=math.exp(value - lse),
+                             logprob=value - lse, rank=rank)
+            object.__setattr__(cand, "_source", source)
+            cands.append(cand)
         return TopK(cands, prompt=self.prompt, source=self)
 
     def rank(self, token: TokenLike) -> int:

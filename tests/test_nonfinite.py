@@ -120,6 +120,12 @@ class _NaNBackend:
         out[:, -1, 2] = NAN
         return out
 
+    def weights_key(self):
+        return None
+
+    def foreign_hooks(self):
+        return False
+
 
 def test_engine_names_the_model_itself_and_caches_nothing():
     engine = Engine(_NaNBackend(), pad_id=0)
