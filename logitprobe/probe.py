@@ -204,9 +204,9 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         seqs, cont_ids = [], []
         for p, (name, c) in zip(prompts, conts):
             ids, cids = (self._harness_pair(p, c, name) if split == "harness"
-                         else (self.vocab.encode(p), self.vocab.pieces(c)))
+                         else (self.vocab.encode(p), self.vocab.pieces(c, name=name)))
             if not cids:
-                raise InvalidArgument(_no_tokens(name, c, not self.vocab.pieces(c)))
+                raise InvalidArgument(_no_tokens(name, c, not self.vocab.pieces(c, name=name)))
             if self.n_ctx is not None and len(ids) + len(cids) - 1 > self.n_ctx:
                 raise PromptError(f"prompt + continuation are {len(ids) + len(cids)} tokens, "
                                   f"longer than the model's context of {self.n_ctx}")

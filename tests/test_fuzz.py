@@ -96,6 +96,13 @@ def test_score_prompts(tiny, prompt):
     documented_only(lambda: tiny.score(prompt, " milk"))
 
 
+@FUZZ
+@given(continuation=st.one_of(junk, texts, st.lists(texts, max_size=3)),
+       split=st.sampled_from(["harness", "exact", "bogus", None]))
+def test_score_continuations(tiny, continuation, split):
+    documented_only(lambda: tiny.score("I like oat", continuation, split=split))
+
+
 field_values = st.one_of(junk, texts, st.sampled_from(
     ["blocks.0.hook_resid_pre", "blocks.9.hook_resid_pre", "hook_embed", "max+10", "max+",
      "all", "last", [0, 1], [-1], (0,), [1.0, 2.0], "I like"]))
