@@ -222,6 +222,18 @@ def token_problem(case: Case, counter: Any) -> str | None:
             return (f"{case.where}: position={case.position}: {label} {short(text, 80)} has "
                     f"{special} tokens, so `position` must be in [{-special}, {special - 1}]")
     for exp in case.expectations:
+        for param in exp.spec.params:
+            token = exp.get(param.name)
+            if param.kind != "token" or not isinstance(token, str):
+                continue
+            n = counter.pieces(token)
+            if n != 1:
+                hint = ""
+                if n > 1 and not token.startswith(" ") and counter.pieces(" " + token) == 1:
+                    hint = f"; did you mean {' ' + token!r} (with a leading space)?"
+                return (f"{case.where}: {exp.name}: {param.name}={short(token, 80)} is {n} tokens "
+                        "for this model's tokenizer; a single-token expectation needs one token "
+                        f"(greedy_starts_with checks multi-token text){hint}")
         if exp.spec.kind == "score" and n_ctx is not None:
             total = counter.count(case.prompt)[0] + counter.pieces(exp.get("text")) - 1
             if total > n_ctx:

@@ -128,3 +128,26 @@ def test_run_time_errors_name_file_and_case(pytester, run_tiny):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["test_geo.logit.yaml, case 1 'hook': *blocks.7.hook_resid_post*"])
     result.stdout.no_fnmatch_line("*Traceback*")
+
+
+def test_multi_token_expectations_are_reported_without_weights(pytester, tiny_gpt2_dir, tiny):
+    light = pytester.path / "light"
+    light.mkdir()
+    for name in ("tokenizer.json", "config.json"):
+        shutil.copy(tiny_gpt2_dir / name, light / name)
+    pytester.makefile(".logit.yaml", test_spell=textwrap.dedent("""\
+        - name: phrase
+          prompt: "The cat sat on the"
+          expect: {in_top: {token: " the cat sat", k: 5}}
+        - name: ids are fine
+          prompt: "The cat sat on the"
+          expect: {more_likely: {token: 5, than: 6}}
+        """))
+    n = len(tiny.vocab.tokenizer(" the cat sat", add_special_tokens=False)["input_ids"])
+    assert n > 1
+    result = pytester.runpytest(f"--logitprobe-model={light}", *QUIET)
+    result.assert_outcomes(failed=2)  # the second cannot load the weights: a run-time failure
+    result.stdout.fnmatch_lines([
+        f"*test_spell.logit.yaml, case 1 'phrase': in_top: token=' the cat sat' is {n} tokens "
+        "for this model's tokenizer; a single-token expectation needs one token*"])
+    result.stdout.fnmatch_lines(["FAILED test_spell.logit.yaml::ids* - Failed: logitprobe: cannot*"])
