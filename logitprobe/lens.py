@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._finite import find_nonfinite
 from .errors import InvalidArgument, LogitProbeError
 from .lens_results import Attribution, LensResult
 
@@ -212,6 +213,11 @@ def _run_cached(probe: Any, seqs: list[tuple], names: list[str], intervention: A
             out, cache = model.run_with_cache(tokens.to(probe.device), names_filter=names,
                                               pos_slice=slice(-1, None), logits_to_keep=1,
                                               **kwargs)
+        # The same finite-logits guarantee as every engine forward (NonFiniteLogitsError,
+        # naming the intervention that produced them).
+        bad = find_nonfinite(out[:, -1:].to("cpu", torch.float32))
+        if bad is not None:
+            raise probe.engine.nonfinite_error(bad, seqs[rows[bad.row]][0], 1, intervention)
         stats = probe.engine.stats
         stats.forwards += 1
         stats.sequences += len(rows)

@@ -161,6 +161,11 @@ def test_overflowing_steer_names_the_spec(tiny):
         tiny.next_token(PROMPT, interventions=[spec])
     with pytest.raises(NonFiniteLogitsError, match=r"produced by Steer\("):
         tiny.score(PROMPT, " coffee and tea", interventions=[spec])
+    # the lens and attribution run their own forwards: the same guarantee holds there
+    with pytest.raises(NonFiniteLogitsError, match=r"produced by Steer\("):
+        tiny.lens(PROMPT, interventions=[spec])
+    with pytest.raises(NonFiniteLogitsError, match=r"produced by Steer\("):
+        tiny.attribute(PROMPT, " coffee", interventions=[spec])
 
 
 def test_banning_every_token_is_an_error_banning_all_but_one_is_not(tiny):
