@@ -8,6 +8,7 @@ to fix it. Argument errors also subclass :class:`ValueError` so generic
 from __future__ import annotations
 
 __all__ = [
+    "DistributedError",
     "InvalidArgument",
     "LogitProbeError",
     "ModelUnavailableError",
@@ -41,4 +42,11 @@ class ModelUnavailableError(LogitProbeError, OSError):
 
     The message says what was tried, why it failed and which offline
     alternatives exist.
+    """
+
+
+class DistributedError(LogitProbeError):
+    """A suite run over several ranks (torchrun) failed: a rank raised, died or timed out.
+
+    The message names the rank and, when one raised, the case it was checking.
     """
