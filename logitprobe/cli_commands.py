@@ -205,6 +205,8 @@ def run(args: argparse.Namespace) -> str | None:
     args.device = distributed.rank_device(args.device)
     timeout = getattr(args, "timeout", None)
     timeout = distributed.DEFAULT_TIMEOUT if timeout is None else timeout
+    if distributed.world() is not None:  # meet the other ranks before loading (slow, uneven)
+        distributed.init(timeout=timeout, device=args.device)
     lines, records, failed = [], [], 0
     for path, suite in zip(args.files, suites):
         args.model = args.model or suite.model or "gpt2"

@@ -35,11 +35,12 @@ from ._evidence import LogitAssertionError, short
 from .behaviour import Case, Suite, check_case, load_suite, prefetch, queries
 from .behaviour import run_suite as run_suite_here
 from .errors import DistributedError, InvalidArgument, LogitProbeError
+from .progress import check_progress, track
 
 __all__ = ["DEFAULT_TIMEOUT", "World", "init", "is_lead", "rank_device", "run_suite", "shard",
            "worker_device", "world"]
 
-DEFAULT_TIMEOUT = 1800.0  # seconds; torch's own default for gloo and nccl collectives
+DEFAULT_TIMEOUT = 1800.0  # seconds; torch's default for gloo (nccl's is 600)
 _XDIST_WORKER = re.compile(r"gw(\d+)")
 
 
@@ -117,9 +118,11 @@ def worker_device(device: Any = None, worker: str | None = None) -> Any:
     return f"cuda:{int(match.group(1)) % count}" if count else None
 
 
-def init(*, timeout: float = DEFAULT_TIMEOUT, backend: str | None = None) -> World:
+def init(*, timeout: float = DEFAULT_TIMEOUT, device: Any = None,
+         backend: str | None = None) -> World:
     """Join the process group torchrun describes (idempotent); collectives time out after
-    ``timeout`` seconds. ``backend`` defaults to nccl when CUDA is available, else gloo."""
+    ``timeout`` seconds. ``backend`` defaults to nccl when this rank's model is on CUDA
+    (``device``, as for :func:`rank_device`), else gloo."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise InvalidArgument(f"timeout={short(timeout, 40)}: `timeout` must be a positive "
                               "number of seconds (e.g. timeout=600)")
@@ -130,10 +133,18 @@ def init(*, timeout: float = DEFAULT_TIMEOUT, backend: str | None = None) -> Wor
             "launch it with torchrun --nproc-per-node N (or call logitprobe.behaviour.run_suite)")
     if not dist.is_initialized():
         if backend is None:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(w.local_rank)  # object collectives go through this device
-        dist.init_process_group(backend, timeout=timedelta(seconds=float(timeout)))
+            backend = "nccl" if str(rank_device(device)).startswith("cuda") else "gloo"
+        try:
+            if backend == "nccl":
+                torch.cuda.set_device(w.local_rank)  # object collectives go through this device
+            dist.init_process_group(backend, timeout=timedelta(seconds=float(timeout)))
+        except Exception as exc:  # noqa: BLE001 - DistStoreError, RuntimeError: with context
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DistributedError(
+                f"rank {w.rank} of {w.size}: joining the other ranks ({backend}) failed: "
+                f"{_cut(first, 200)}; check that every rank started (torchrun "
+                f"--nproc-per-node), and MASTER_ADDR/MASTER_PORT, within "
+                f"timeout={float(timeout):g} s") from exc
         atexit.register(_finish)
     return w
 
@@ -198,7 +209,7 @@ def run_suite(probe: Any, suite: Suite | str | os.PathLike, *, timeout: float = 
         suite = load_suite(suite)
     if world() is None:
         return run_suite_here(probe, suite, progress=progress)
-    w = init(timeout=timeout)
+    w = init(timeout=timeout, device=probe.device)
     cases = list(suite.cases)
     share = shard([_cost(probe, c) for c in cases], w.size)[w.rank]
     outcome, crash = _check_share(probe, cases, share, w.rank, progress if w.rank == 0 else False)
@@ -206,6 +217,9 @@ def run_suite(probe: Any, suite: Suite | str | os.PathLike, *, timeout: float = 
     try:
         dist.gather_object((outcome, crash), gathered, dst=0)
     except Exception as exc:  # noqa: BLE001 - DistBackendError, RuntimeError: re-raised with context
+        # Leave the broken group now: left to interpreter exit, gloo's pending send aborts
+        # the process ("terminate called without an active exception").
+        _finish()
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DistributedError(
             f"rank {w.rank} of {w.size}: gathering the results failed: another rank stopped "
@@ -226,8 +240,6 @@ def run_suite(probe: Any, suite: Suite | str | os.PathLike, *, timeout: float = 
 
 def _check_share(probe: Any, cases: list[Case], share: list[int], rank: int,
                  progress: Any) -> tuple[dict[int, Exception | None], _Crash | None]:
-    from .progress import check_progress, track
-
     outcome: dict[int, Exception | None] = {}
     where = "(batched forward passes)"
     try:

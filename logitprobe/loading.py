@@ -112,7 +112,9 @@ def load(model: str = "gpt2", *, device: Any = None, dtype: Any = None,
     is printed: ``progress=True`` (or a tqdm-like callable, as for the other calls
     that take ``progress=``) shows a bar for the only step that takes tens of
     seconds, the first dequantization of a GGUF file; the command line asks for it
-    when stderr is a terminal.
+    when stderr is a terminal. ``device_map=`` (``"auto"`` or a dict), ``max_memory=``,
+    ``offload_folder=`` and ``n_devices=`` spread a model too large for one device over
+    several (accelerate places it; see docs/scaling.md); they exclude ``device``.
 
     >>> probe = logitprobe.load("smollm2")                      # doctest: +SKIP
     >>> probe.next_token("I like oat milk in my").argmax.token  # doctest: +SKIP

@@ -134,6 +134,17 @@ def test_init_refuses_a_bad_timeout_and_a_lone_process(alone):
         distributed.init()
 
 
+def test_a_rank_alone_at_the_rendezvous_gives_up_after_the_timeout(alone, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    with pytest.raises(DistributedError, match=r"rank 0 of 2: joining the other ranks \(gloo\) "
+                                               r"failed: .*within timeout=2 s"):
+        distributed.init(timeout=2, device="cpu")
+    assert not torch.distributed.is_initialized()
+
+
 # -- one process ---------------------------------------------------------------------------
 def test_alone_it_is_the_plain_suite_run(alone, tiny):
     got = distributed.run_suite(tiny, SUITE)
