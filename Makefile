@@ -13,7 +13,7 @@ TL3_SPEC ?= transformer-lens==3.9.0
 TL3_DEPS ?= "transformers>=5.9,<6" "gguf>=0.10" "pyyaml>=6" "matplotlib>=3.8" \
 	"pytest>=8" "hypothesis>=6.100" "tokenizers>=0.20"
 
-.PHONY: demo test test-tl3 install bench docs clean
+.PHONY: demo test test-tl3 scale-check install bench docs clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,16 @@ $(TL3_VENV)/.installed: pyproject.toml Makefile
 # variable makes a missing HookedTransformer fail the run instead of skipping every test.
 test-tl3: $(TL3_VENV)/.installed
 	LOGITPROBE_REQUIRE_TL3=1 $(TL3_PY) -m pytest tests/test_hooked_transformer.py -q
+
+# Scaling out (docs/scaling.md): the example suite on 2 gloo ranks (torchrun, CPU) must print
+# exactly what one process prints.
+SCALE_RUN := run examples/behaviour/test_geo.logit.yaml --model smollm2 --device cpu --json
+scale-check: install
+	mkdir -p out
+	$(PY) -m logitprobe $(SCALE_RUN) > out/run-1-process.json
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc-per-node 2 -m logitprobe \
+		$(SCALE_RUN) --timeout 300 > out/run-2-ranks.json
+	cmp out/run-1-process.json out/run-2-ranks.json
 
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

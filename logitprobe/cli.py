@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a YAML behavioural test file")
     p.add_argument("files", nargs="+", help="*.logit.yaml files")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others before it gives "
+                        "up (default 1800); see docs/scaling.md")
     _common(p, interventions=False)
     p.set_defaults(model=None)  # the file's `model:`, else gpt2
     return parser
@@ -183,10 +186,12 @@ def exit_code(exc: BaseException) -> int:
     (a file named on the command line that cannot be read or written). Anything
     else is unexpected and exits 4.
     """
-    from logitprobe.errors import LogitProbeError, ModelUnavailableError
+    from logitprobe.errors import DistributedError, LogitProbeError, ModelUnavailableError
 
     if isinstance(exc, ModelUnavailableError):
         return EXIT_MODEL
+    if isinstance(exc, DistributedError):  # a rank raised, died or timed out: not the user's input
+        return EXIT_ERROR
     if isinstance(exc, (LogitProbeError, OSError)):
         return EXIT_USAGE
     return EXIT_ERROR
@@ -253,13 +258,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         _check_text(args)
-        print(COMMANDS[args.command](args))
+        text = COMMANDS[args.command](args)
+        if text is not None:  # None: a torchrun rank other than 0, which reports nothing
+            print(text)
     except CheckFailed as exc:
         print(exc.report)
         return EXIT_FAILED
     except Exception as exc:  # the exit code says which kind; see exit_code()
+        from logitprobe.errors import LogitProbeError
+
         code = exit_code(exc)
-        if code != EXIT_ERROR:
+        if code != EXIT_ERROR or isinstance(exc, LogitProbeError):  # raised on purpose: in full
             return _report_error(type(exc).__name__, str(exc), code, as_json=as_json)
         if args.traceback or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
             traceback.print_exc()

@@ -195,18 +195,27 @@ def plot(args: argparse.Namespace) -> str:
     return _json(figure=str(out)) if args.json else f"wrote {out}"
 
 
-def run(args: argparse.Namespace) -> str:
+def run(args: argparse.Namespace) -> str | None:
     import logitprobe
-    from logitprobe.behaviour import Suite, load_suite, run_suite
+    from logitprobe import distributed
+    from logitprobe.behaviour import Suite, load_suite
 
     suites = [load_suite(f) for f in args.files]  # validate every file before loading a model
+    # Under torchrun each rank checks a share of the cases on its own device; rank 0 reports.
+    args.device = distributed.rank_device(args.device)
+    timeout = getattr(args, "timeout", None)
+    timeout = distributed.DEFAULT_TIMEOUT if timeout is None else timeout
+    if distributed.world() is not None:  # meet the other ranks before loading (slow, uneven)
+        distributed.init(timeout=timeout, device=args.device)
     lines, records, failed = [], [], 0
     for path, suite in zip(args.files, suites):
         args.model = args.model or suite.model or "gpt2"
         probe = _load(args)
         active = [c for c in suite.cases if not c.skip]
-        outcome = dict(zip([id(c) for c in active],
-                           [exc for _, exc in run_suite(probe, Suite(suite.source, tuple(active)))]))
+        checked = distributed.run_suite(probe, Suite(suite.source, tuple(active)), timeout=timeout)
+        if checked is None:  # not rank 0
+            continue
+        outcome = dict(zip([id(c) for c in active], [exc for _, exc in checked]))
         for case in suite.cases:
             exc = outcome.get(id(case))
             status = ("skipped" if case.skip else
@@ -218,6 +227,8 @@ def run(args: argparse.Namespace) -> str:
             lines.append(f"{status.upper():>8}  {path}::{case.name}")
             if status == "failed":
                 lines += ["          " + line for line in str(exc).splitlines()]
+    if not distributed.is_lead():
+        return None
     counts = {s: sum(r["status"] == s for r in records)
               for s in ("passed", "failed", "skipped", "xfailed", "XPASS")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("passed", "failed"))

@@ -8,6 +8,7 @@ to fix it. Argument errors also subclass :class:`ValueError` so generic
 from __future__ import annotations
 
 __all__ = [
+    "DistributedError",
     "EmptyDistributionError",
     "InvalidArgument",
     "LogitProbeError",
@@ -61,4 +62,11 @@ class EmptyDistributionError(InvalidArgument):
 
     Raised instead of sampling from NaN, e.g. when ``temperature`` is so small that
     ``logits / temperature`` overflows float32.
+    """
+
+
+class DistributedError(LogitProbeError):
+    """A suite run over several ranks (torchrun) failed: a rank raised, died or timed out.
+
+    The message names the rank and, when one raised, the case it was checking.
     """

@@ -112,7 +112,9 @@ def load(model: str = "gpt2", *, device: Any = None, dtype: Any = None,
     is printed: ``progress=True`` (or a tqdm-like callable, as for the other calls
     that take ``progress=``) shows a bar for the only step that takes tens of
     seconds, the first dequantization of a GGUF file; the command line asks for it
-    when stderr is a terminal.
+    when stderr is a terminal. ``device_map=`` (``"auto"`` or a dict), ``max_memory=``,
+    ``offload_folder=`` and ``n_devices=`` spread a model too large for one device over
+    several (accelerate places it; see docs/scaling.md); they exclude ``device``.
 
     >>> probe = logitprobe.load("smollm2")                      # doctest: +SKIP
     >>> probe.next_token("I like oat milk in my").argmax.token  # doctest: +SKIP
@@ -126,7 +128,14 @@ def load(model: str = "gpt2", *, device: Any = None, dtype: Any = None,
     from .probe import Probe
 
     dtype = _check_dtype(dtype, torch)
-    if device is None and "device_map" not in bridge_kwargs:
+    n_devices = bridge_kwargs.get("n_devices")
+    spread = (bridge_kwargs.get("device_map") is not None
+              or (isinstance(n_devices, int) and n_devices > 1))
+    if device is not None and spread:
+        raise InvalidArgument(
+            f"device={_short(device)}: a model placed with device_map= or n_devices= is spread "
+            "over devices by accelerate; leave `device` out (inputs go to the first device)")
+    if device is None and not spread:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device is not None:
         device = _check_device(device, torch)
@@ -266,7 +275,9 @@ def _boot_from_hf(hf_model: Any, tokenizer: Any, name: str, device: Any, dtype: 
     """
     if device is not None and "device_map" not in bridge_kwargs:
         hf_model = hf_model.to(device)
-    bridge_kwargs = {k: v for k, v in bridge_kwargs.items() if k != "device_map"}
+    # Placement was applied when the HF model was loaded (_placement); the bridge refuses it
+    # alongside hf_model=.
+    bridge_kwargs = {k: v for k, v in bridge_kwargs.items() if k not in _PLACEMENT}
     with warnings.catch_warnings(), quiet():  # quiet: also for Probe(hf_model)
         warnings.simplefilter("ignore")
         bridge = _bridge_class().boot_transformers(
@@ -278,12 +289,28 @@ def _boot_from_hf(hf_model: Any, tokenizer: Any, name: str, device: Any, dtype: 
 def _hf_load(source: str, dtype: Any, bridge_kwargs: dict, **kwargs: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_kwargs = dict(kwargs)
-    if "device_map" in bridge_kwargs:
-        model_kwargs["device_map"] = bridge_kwargs["device_map"]
+    model_kwargs = dict(kwargs, **_placement(bridge_kwargs))
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **model_kwargs)
     return hf_model.eval(), tokenizer
+
+
+# Where the weights go, for from_pretrained (accelerate): a model larger than one device.
+_PLACEMENT = ("device_map", "max_memory", "n_devices", "offload_folder")
+
+
+def _placement(bridge_kwargs: dict) -> dict:
+    """``device_map``/``max_memory``/``offload_folder`` for from_pretrained; ``n_devices=N``
+    becomes TransformerLens's balanced map over N GPUs, as the bridge would load it."""
+    out = {k: bridge_kwargs[k] for k in ("device_map", "max_memory", "offload_folder")
+           if bridge_kwargs.get(k) is not None}
+    n_devices = bridge_kwargs.get("n_devices")
+    if n_devices is not None and n_devices > 1 and "device_map" not in out:
+        from transformer_lens.utilities.multi_gpu import resolve_device_map
+
+        out["device_map"], out["max_memory"] = resolve_device_map(
+            n_devices, None, None, out.get("max_memory"))
+    return out
 
 
 def _boot_local_dir(path: Path, spec: str, device: Any, dtype: Any, bridge_kwargs: dict) -> Any:

@@ -9,6 +9,7 @@ a test asks for ``probe`` or a ``test_*.logit.yaml`` case runs.
   ``--logitprobe-device``, ``--logitprobe-dtype``, ``--logitprobe-skip-unavailable``.
 - Fixture ``probe``: the model under test, loaded once per session (per xdist
   worker) and per distinct ``@pytest.mark.logitprobe(model=..., device=..., dtype=...)``.
+  With device auto on a GPU machine, xdist worker ``gwN`` loads on ``cuda:{N % GPUs}``.
 - ``assert " Paris" in nt.top(5)`` failures show the top 5 and the token's rank.
 - ``test_*.logit.yaml`` files are collected: one test per case, batched forwards.
 """
@@ -103,10 +104,13 @@ class State:
     def _load(self, key: tuple[str, str | None, str]) -> _Failure | None:
         import logitprobe
         import torch
+        from logitprobe.distributed import worker_device
 
         model, device, dtype = key
         try:
-            self.probes[key] = logitprobe.load(model, device=device, dtype=getattr(torch, dtype))
+            # Under pytest-xdist with device auto: worker gwN on cuda:{N % GPUs}, one model per GPU
+            self.probes[key] = logitprobe.load(model, device=worker_device(device),
+                                               dtype=getattr(torch, dtype))
             return None
         except logitprobe.ModelUnavailableError as exc:
             failure = _Failure(str(exc), unavailable=True)
