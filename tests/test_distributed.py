@@ -217,8 +217,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _launch(tmp_path, model_dir, how, timeout):
-    """Ranks 0 and 1 by hand (no torchrun, which would stop rank 0 itself)."""
+def _launch(tmp_path, model_dir, how, timeout, grace=0):
+    """Ranks 0 and 1 by hand (no torchrun, which would stop rank 0 itself).
+
+    ``grace``: seconds rank 1 may take to exit after rank 0 did, before it is killed.
+    """
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     port = str(_free_port())
@@ -232,7 +235,9 @@ def _launch(tmp_path, model_dir, how, timeout):
         out, err = procs[0].communicate(timeout=240)  # bounded: nothing waits forever
     finally:
         for p in procs[1:]:
-            if p.poll() is None:
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
                 p.kill()
             p.communicate()
     return procs, out, err
@@ -252,7 +257,7 @@ def test_a_rank_that_dies_or_hangs_does_not_hang_rank_0(alone, tiny_gpt2_dir, tm
 def test_a_rank_that_raises_is_named_with_its_case(alone, tiny, tiny_gpt2_dir, tmp_path):
     cases = behaviour.load_suite(SUITE).cases
     first = cases[distributed.shard([distributed._cost(tiny, c) for c in cases], 2)[1][0]]
-    procs, out, err = _launch(tmp_path, tiny_gpt2_dir, "raise", timeout=120)
+    procs, out, err = _launch(tmp_path, tiny_gpt2_dir, "raise", timeout=120, grace=60)
     assert [p.returncode for p in procs] == [cli.EXIT_ERROR] * 2, err[-3000:]
     assert out == ""
     assert (f"logitprobe: error: rank 1 failed on {first.where}: ZeroDivisionError: division by "
