@@ -83,7 +83,9 @@ class LogitCase(pytest.Item):
 
         probe = self.config.stash[STATE].get(self.probe_key())
         results = self.parent.results_for(self, probe)
-        behaviour.check_case(probe, self.case, results)
+        from ._regression_plugin import run_case
+
+        run_case(self, probe, results)  # expectations, then `snapshot:`, baseline verdicts
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None):
         # By class name: a re-imported module (pytester runs) makes a second class object.

@@ -133,7 +133,11 @@ def _check_device(value: str | None, name: str) -> None:
 
 
 # -- hooks -------------------------------------------------------------------------------
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import _regression_plugin  # snapshots and baseline flips: their own hooks and options
+
+    if not pluginmanager.is_registered(_regression_plugin):
+        pluginmanager.register(_regression_plugin, "logitprobe-regression")
     group = parser.getgroup("logitprobe", "logitprobe: behavioural tests of language models")
     options = [
         ("model", "model the `probe` fixture loads: a name, a path or 'smollm2' (default: gpt2)"),
