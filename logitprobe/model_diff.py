@@ -53,6 +53,7 @@ class PromptDiff:
     top_k_overlap: float
     baseline_top1: str
     candidate_top1: str
+    top1_rank_after: int = 1  # the baseline's top-1 token's rank under the candidate
     changes: tuple[TokenChange, ...] = ()
 
 
@@ -174,7 +175,7 @@ class ModelDiff:
         for p in self.worst(worst):
             row = {f: getattr(p, f) for f in ("index", "prompt", "kl", "kl_reverse", "tv",
                                                 "top1_agrees", "top_k_overlap", "baseline_top1",
-                                                "candidate_top1")}
+                                                "candidate_top1", "top1_rank_after")}
             row["changes"] = [{"token": c.token, "id": c.id, "rank_before": c.rank_before,
                                "rank_after": c.rank_after, "prob_before": c.prob_before,
                                "prob_after": c.prob_after} for c in p.changes]
@@ -297,7 +298,7 @@ def compare_models(baseline: Any, candidate: Any, prompts: Sequence[str] | str, 
                                tv=tv[i], top1_agrees=tb[0].id == tc[0].id,
                                top_k_overlap=len(set(tb.ids) & set(tc.ids)) / k,
                                baseline_top1=tb[0].token, candidate_top1=tc[0].token,
-                               changes=tuple(changes)))
+                               top1_rank_after=nc.rank(tb[0].id), changes=tuple(changes)))
     names = labels or (_label(baseline, baseline_interventions, None),
                        _label(candidate, candidate_interventions, None))
     return ModelDiff(rows, baseline=names[0], candidate=names[1], k=k)
