@@ -207,7 +207,7 @@ class ModelDiff:
 
     def __str__(self) -> str:
         qs = QUANTILES
-        head = f"  {'':<10} | " + " | ".join(f"{_percentile(q):>8}" for q in qs)
+        head = f"  {'':<10} | " + " | ".join(f"{_percentile(q):>9}" for q in qs)
         lines = [f"{self.baseline} (baseline) vs {self.candidate} (candidate), "
                  f"{len(self)} prompt(s)",
                  f"top-1 agreement: {self.top1_agreement:.1%} "
@@ -215,7 +215,7 @@ class ModelDiff:
                  f"mean top-{self.k} overlap: {self.mean_top_k_overlap:.1%}",
                  head, "  " + "-" * (len(head) - 2)]
         for stat, label in (("kl", "KL(b||c)"), ("kl_reverse", "KL(c||b)"), ("tv", "TV")):
-            lines.append(f"  {label:<10} | " + " | ".join(f"{_fmt(v):>8}"
+            lines.append(f"  {label:<10} | " + " | ".join(f"{_fmt(v):>9}"
                                                           for v in self.quantiles(stat, qs).values()))
         lines += ["", self.table(self.worst(10), title="prompts that changed most (by KL):")]
         return "\n".join(lines)
