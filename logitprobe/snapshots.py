@@ -92,8 +92,9 @@ def fingerprint(probe: Any) -> str:
             if p.is_meta or p.numel() == 0:
                 continue
             flat = p.detach().reshape(-1)
-            idx = torch.linspace(0, flat.numel() - 1, min(SAMPLES, flat.numel()),
-                                 device=flat.device).round().long()
+            n, m = flat.numel(), min(SAMPLES, flat.numel())
+            # integer strides (a float linspace rounds past the end of a 28M-entry embedding)
+            idx = torch.arange(m, device=flat.device) * (n - 1) // max(m - 1, 1)
             s = flat[idx].float()
             signs = (s > 1e-6).to(torch.int8) - (s < -1e-6).to(torch.int8)
             h.update(bytes((signs + 1).cpu().tolist()))
@@ -358,7 +359,9 @@ class SnapshotResult:
 
 def _rows_table(rows: Sequence[TokenRow], show: int) -> str:
     changed = [r for r in rows if r.status or r.over]
-    changed.sort(key=lambda r: (not r.over, r.status == "", r.rank_after))
+    # beyond tolerance first, largest change first (entered tokens have no stored value)
+    changed.sort(key=lambda r: (not r.over, -(math.inf if r.logprob_before is None
+                                               else abs(r.logprob_after - r.logprob_before))))
     head = (f"    {'status':<7} | {'token':<20} | {'id':>7} | {'rank':>9} | {'logprob stored -> now':>23} "
             f"| {'change':>8}")
     lines = [head, "    " + "-" * (len(head) - 4)]
