@@ -223,3 +223,92 @@ def test_fingerprint_is_dtype_independent_and_weight_sensitive(tiny_gpt2_dir, ti
             if ".1." in name and "mlp" in name:
                 p.zero_()
     assert fingerprint(broken) != fingerprint(tiny)
+
+
+# -- logitprobe diff ------------------------------------------------------------------------------
+def _cli(capsys, *argv):
+    from logitprobe.cli import main
+
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def ablate_file(tmp_path):
+    path = tmp_path / "ablate.yaml"
+    path.write_text("- {kind: zero_ablate, hook: blocks.1.hook_mlp_out}\n")
+    return path
+
+
+def test_cli_diff_table_json_and_plot(tiny_gpt2_dir, tiny, ablate_file, tmp_path, capsys):
+    import json
+
+    want = compare_models(tiny, tiny, PROMPTS, candidate_interventions=ABLATE, tokens=[" the"])
+    base = ["diff", *PROMPTS, "--model", str(tiny_gpt2_dir), "--device", "cpu",
+            "--candidate-interventions", str(ablate_file), "--tokens", " the"]
+    code, out, _ = _cli(capsys, *base, "--worst", "2")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"{tiny_gpt2_dir} (float32) (baseline) vs {tiny_gpt2_dir} (float32) + " \
+                       "ablate.yaml (candidate), 5 prompt(s)"
+    kl_row = next(line for line in lines if line.strip().startswith("KL(b||c)"))
+    assert kl_row.split("|")[-3].strip() == f"{want.quantile('kl', 0.95):.4g}"  # p95
+    worst = want.worst(2)
+    rows = [line for line in lines if line.strip()[:1].isdigit()]
+    assert [int(r.split("|")[0]) for r in rows] == [w.index for w in worst]
+
+    png = tmp_path / "diff.png"
+    code, out, _ = _cli(capsys, *base, "--json", "--plot", str(png))
+    assert code == 0
+    data = json.loads(out)  # strict JSON
+    assert data["top1_agreement"] == want.top1_agreement
+    assert data["quantiles"]["kl"]["p95"] == pytest.approx(want.quantile("kl", 0.95))
+    assert [r["index"] for r in data["worst"]] == [w.index for w in want.worst(10)]
+    assert data["worst"][0]["changes"][0]["token"] == " the"
+    assert data["figure"] == str(png) and png.stat().st_size > 10_000
+
+
+def test_cli_diff_thresholds_exit_1(tiny_gpt2_dir, tiny, ablate_file, capsys):
+    base = ["diff", *PROMPTS, "--model", str(tiny_gpt2_dir), "--device", "cpu",
+            "--candidate-interventions", str(ablate_file)]
+    code, out, _ = _cli(capsys, *base, "--max-kl", "1e-9")
+    assert code == 1
+    assert "FAILED: p95 kl = " in out and "worst prompts by kl (5 of 5 above 1e-09):" in out
+    code, _, _ = _cli(capsys, *base, "--max-kl", "100", "--min-top1", "0")
+    assert code == 0
+
+
+def test_cli_diff_suite_flips(tiny_gpt2_dir, tiny, ablate_file, tmp_path, capsys):
+    import json
+
+    nts = tiny.next_token(PROMPTS)
+    suite = tmp_path / "test_s.logit.yaml"
+    suite.write_text("\n".join(f"- {{name: c{i}, prompt: {p!r}, expect: {{argmax: {nt.argmax.id}}}}}"
+                               for i, (p, nt) in enumerate(zip(PROMPTS, nts))))
+    code, out, _ = _cli(capsys, "diff", "--suite", str(suite), "--model", str(tiny_gpt2_dir),
+                        "--device", "cpu", "--candidate-interventions", str(ablate_file), "--json")
+    assert code == 0
+    data = json.loads(out)
+    want = suite_flips(tiny, tiny, suite, candidate_interventions=ABLATE)
+    assert data["prompts"] == len(PROMPTS)  # the suite's prompts, when none are given
+    flips = data["flips"]["test_s.logit.yaml"]
+    assert flips["regressions"] == [c.name for c in want.regressions]
+    assert flips["p_value"] == pytest.approx(want.p_value)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ((), "--candidate: the candidate is the baseline"),
+    (("--candidate-dtype", "bfloat16", "--plot", "x.txt"), "--plot='x.txt': the extension"),
+    (("--candidate-dtype", "bfloat16", "-k", "0"), "--k=0: must be at least 1"),
+])
+def test_cli_diff_usage_errors(tiny_gpt2_dir, capsys, extra, message):
+    code, _, err = _cli(capsys, "diff", "hi", "--model", str(tiny_gpt2_dir), "--device", "cpu",
+                        *extra)
+    assert code == 2 and message in err
+
+
+def test_cli_diff_needs_prompts(tiny_gpt2_dir, capsys):
+    code, _, err = _cli(capsys, "diff", "--model", str(tiny_gpt2_dir), "--candidate-dtype",
+                        "float16")
+    assert code == 2 and "prompt: no prompts to compare" in err
