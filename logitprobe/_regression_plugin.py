@@ -289,7 +289,9 @@ def run_case(item: Any, probe: Any, results: Any) -> None:
             if snap is not None:
                 state.used.setdefault(module, set()).add(key)  # not "unused": the case failed
             if base_passed is not None:
-                state.outcomes.append((item.nodeid, base_passed, False, str(exc)))
+                from .model_diff import failure_text
+
+                state.outcomes.append((item.nodeid, base_passed, False, failure_text(case, exc)))
         raise
     if base_passed is not None:
         state.outcomes.append((item.nodeid, base_passed, True, None))

@@ -417,11 +417,18 @@ def suite_flips(baseline: Any, candidate: Any, suite: Any, *, baseline_intervent
                 outcomes.append(run_suite(probe, active))
         else:
             outcomes.append(run_suite(probe, active))
-    cases = [CaseOutcome(case.name, eb is None, ec is None, None if ec is None else str(ec))
+    cases = [CaseOutcome(case.name, eb is None, ec is None,
+                         None if ec is None else failure_text(case, ec))
              for (case, eb), (_, ec) in zip(*outcomes)]
     names = labels or (_label(baseline, baseline_interventions, None),
                        _label(candidate, candidate_interventions, None))
     return Flips(cases, baseline=names[0], candidate=names[1])
+
+
+def failure_text(case: Any, exc: BaseException) -> str:
+    """A case's failure message without the ``file, case N 'name', `` prefix the table has."""
+    text, prefix = str(exc), f"{case.where}, "
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def _as_list(interventions: Any) -> list:
