@@ -174,8 +174,9 @@ def record(probe: Any, nts: Sequence[Any], *, k: int = DEFAULT_K, position: int 
     """An :class:`Entry` of ``nts`` (the probe's ``NextToken`` results) as it would be stored."""
     cases = []
     for nt in nts:
-        top = tuple(StoredToken(c.rank, c.id, c.token, c.logprob) for c in nt.top(k))
-        ent = float(divergence.entropy(nt.logits))
+        # rounded as the file stores them, so a recorded entry equals the one read back
+        top = tuple(StoredToken(c.rank, c.id, c.token, _round(c.logprob)) for c in nt.top(k))
+        ent = _round(float(divergence.entropy(nt.logits)))
         cases.append(StoredCase(nt.prompt, ent, top))
     return Entry(**provenance(probe), k=k, cases=tuple(cases), position=position,
                  interventions=interventions_key(interventions))
@@ -394,6 +395,10 @@ def _quote(text: str) -> str:
         else:
             out.append(f"\\U{ord(ch):08x}")
     return '"' + "".join(out) + '"'
+
+
+def _round(x: float) -> float:
+    return float(_num(x).replace(".inf", "inf").replace(".nan", "nan"))
 
 
 def _num(x: float) -> str:
