@@ -23,10 +23,14 @@ from typing import Any, Sequence
 import torch
 
 from . import divergence
+from .assertions import LogitAssertionError
+from .behaviour import Suite, load_suite, run_suite
 from .errors import InvalidArgument
 from .interventions.compare import TokenChange
+from .interventions.serialize import coerce
 from .results import _shorten
 from .sampling_stats import betainc
+from .tokens import check_k
 
 __all__ = ["CaseOutcome", "Flips", "ModelDiff", "PromptDiff", "compare_models", "mcnemar_exact",
            "suite_flips"]
@@ -127,8 +131,6 @@ class ModelDiff:
         got = self.top1_agreement
         if got >= at_least:
             return got
-        from .assertions import LogitAssertionError
-
         agree = sum(p.top1_agrees for p in self.prompts)
         flipped = [p for p in self.worst() if not p.top1_agrees]
         raise LogitAssertionError(
@@ -152,8 +154,6 @@ class ModelDiff:
                                   "(e.g. at_most=0.05)")
         if value <= at_most:
             return value
-        from .assertions import LogitAssertionError
-
         over = [p for p in self.worst(by=stat) if getattr(p, stat) > at_most]
         raise LogitAssertionError(
             f"{_percentile(q)} {stat} = {value:.4g} > {at_most:g} over {len(self)} prompts "
@@ -237,8 +237,6 @@ def _label(probe: Any, interventions: Any, label: str | None) -> str:
     dtype = _dtype_of(probe)
     name = f"{name} ({dtype})" if dtype else name
     if interventions:
-        from .interventions.serialize import coerce
-
         kinds = ", ".join(type(s).__name__ for s in coerce(interventions))
         name += f" + {kinds}"
     return name
@@ -262,8 +260,6 @@ def compare_models(baseline: Any, candidate: Any, prompts: Sequence[str] | str, 
     share a tokenizer (each prompt must encode to the same ids). ``tokens`` are
     followed by name (rank and probability before and after, per prompt).
     """
-    from .tokens import check_k
-
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise InvalidArgument("prompts=[]: give at least one prompt to compare the models on")
@@ -405,8 +401,6 @@ def suite_flips(baseline: Any, candidate: Any, suite: Any, *, baseline_intervent
     Skipped cases are left out; ``*_interventions`` apply to every query of that
     side (on top of a case's own interventions).
     """
-    from .behaviour import Suite, load_suite, run_suite
-
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
     active = Suite(suite.source, tuple(c for c in suite.cases if not c.skip), suite.model)

@@ -11,6 +11,8 @@ a test asks for ``probe`` or a ``test_*.logit.yaml`` case runs.
   worker) and per distinct ``@pytest.mark.logitprobe(model=..., device=..., dtype=...)``.
 - ``assert " Paris" in nt.top(5)`` failures show the top 5 and the token's rank.
 - ``test_*.logit.yaml`` files are collected: one test per case, batched forwards.
+- Golden snapshots (fixture ``logit_snapshot``, ``--logitprobe-snapshot-update``) and verdict
+  flips against ``--logitprobe-baseline``: :mod:`logitprobe._regression_plugin`.
 """
 
 from __future__ import annotations

@@ -34,16 +34,20 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Sequence
 from weakref import WeakKeyDictionary
 
 import torch
+import yaml
 
 from . import divergence
 from .assertions import LogitAssertionError
 from .errors import InvalidArgument
+from .interventions.serialize import coerce, to_dict
 from .results import _shorten
+from .tokens import check_k
 
 __all__ = ["DEFAULT_K", "TOLERANCES", "CaseDiff", "SnapshotError", "SnapshotFile",
            "SnapshotResult", "check_snapshot", "compare_entry", "fingerprint", "provenance",
@@ -117,8 +121,6 @@ def provenance(probe: Any) -> dict[str, str]:
 
 
 def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {}
     for dist in ("logitprobe", "torch", "transformers", "transformer-lens"):
         try:
@@ -164,8 +166,6 @@ class Entry:
 def interventions_key(interventions: Any) -> str | None:
     if not interventions:
         return None
-    from .interventions.serialize import coerce, to_dict
-
     return json.dumps([to_dict(s) for s in coerce(interventions)], sort_keys=True, default=repr)
 
 
@@ -442,8 +442,6 @@ class SnapshotFile:
     def _read(self) -> dict[str, Entry]:
         if not self.path.exists():
             return {}
-        import yaml
-
         try:
             data = yaml.load(self.path.read_text(encoding="utf-8"),
                              Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
@@ -521,8 +519,6 @@ def check_snapshot(file: SnapshotFile, key: str, probe: Any, prompts: Sequence[s
     prompts' ``NextToken`` when the caller already has them.
     """
     __tracebackhide__ = True
-    from .tokens import check_k
-
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     k = check_k(k, probe.vocab_size)
     if results is None:
