@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from . import behaviour
+from ._regression_plugin import run_case
 
 __all__ = ["LogitCase", "LogitFile"]
 
@@ -83,8 +84,6 @@ class LogitCase(pytest.Item):
 
         probe = self.config.stash[STATE].get(self.probe_key())
         results = self.parent.results_for(self, probe)
-        from ._regression_plugin import run_case
-
         run_case(self, probe, results)  # expectations, then `snapshot:`, baseline verdicts
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None):
