@@ -242,6 +242,16 @@ def _label(probe: Any, interventions: Any, label: str | None) -> str:
     return name
 
 
+def _labels(labels: Any, baseline: Any, candidate: Any, b_iv: Any, c_iv: Any) -> tuple[str, str]:
+    if labels is None:
+        return _label(baseline, b_iv, None), _label(candidate, c_iv, None)
+    if (not isinstance(labels, (tuple, list)) or len(labels) != 2
+            or not all(isinstance(x, str) for x in labels)):
+        raise InvalidArgument(f"labels={_shorten(repr(labels), 60)}: `labels` must be two "
+                              "strings, (baseline, candidate), e.g. ('float32', 'bfloat16')")
+    return labels[0], labels[1]
+
+
 def _dtype_of(probe: Any) -> str | None:
     try:
         return str(next(iter(probe.model.parameters())).dtype).replace("torch.", "")
@@ -295,8 +305,7 @@ def compare_models(baseline: Any, candidate: Any, prompts: Sequence[str] | str, 
                                top_k_overlap=len(set(tb.ids) & set(tc.ids)) / k,
                                baseline_top1=tb[0].token, candidate_top1=tc[0].token,
                                top1_rank_after=nc.rank(tb[0].id), changes=tuple(changes)))
-    names = labels or (_label(baseline, baseline_interventions, None),
-                       _label(candidate, candidate_interventions, None))
+    names = _labels(labels, baseline, candidate, baseline_interventions, candidate_interventions)
     return ModelDiff(rows, baseline=names[0], candidate=names[1], k=k)
 
 
@@ -414,8 +423,7 @@ def suite_flips(baseline: Any, candidate: Any, suite: Any, *, baseline_intervent
     cases = [CaseOutcome(case.name, eb is None, ec is None,
                          None if ec is None else failure_text(case, ec))
              for (case, eb), (_, ec) in zip(*outcomes)]
-    names = labels or (_label(baseline, baseline_interventions, None),
-                       _label(candidate, candidate_interventions, None))
+    names = _labels(labels, baseline, candidate, baseline_interventions, candidate_interventions)
     return Flips(cases, baseline=names[0], candidate=names[1])
 
 

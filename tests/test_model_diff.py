@@ -117,6 +117,8 @@ def test_compare_models_matches_plain_torch(tiny):
         tb, tc = set(torch.topk(base, 5).indices.tolist()), set(torch.topk(ablated, 5).indices.tolist())
         assert row.top_k_overlap == len(tb & tc) / 5
         assert row.top1_agrees == (int(base.argmax()) == int(ablated.argmax()))
+        top1 = int(base.argmax())
+        assert row.top1_rank_after == int((ablated > ablated[top1]).sum()) + 1
         the = tiny.token_id(" the")
         (change,) = row.changes
         assert change.rank_before == int((base > base[the]).sum()) + 1
@@ -171,6 +173,10 @@ def test_compare_models_rejects_bad_arguments(tiny):
         compare_models(tiny, tiny, [])
     with pytest.raises(InvalidArgument, match="k=0"):
         compare_models(tiny, tiny, PROMPTS, k=0)
+    with pytest.raises(InvalidArgument, match=r"labels='b': `labels` must be two strings"):
+        compare_models(tiny, tiny, PROMPTS, labels="b")
+    diff = compare_models(tiny, tiny, PROMPTS[:1], labels=("float32", "float32 again"))
+    assert (diff.baseline, diff.candidate) == ("float32", "float32 again")
 
 
 # -- flips -------------------------------------------------------------------------------------
