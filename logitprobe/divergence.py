@@ -42,8 +42,8 @@ def kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def total_variation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``0.5 * sum |p - q|``, in [0, 1]."""
-    return 0.5 * (log_probs(p).exp() - log_probs(q).exp()).abs().sum(-1)
+    """``0.5 * sum |p - q|``, in [0, 1] (clamped: disjoint supports can round to 1 + 1e-15)."""
+    return (0.5 * (log_probs(p).exp() - log_probs(q).exp()).abs().sum(-1)).clamp(max=1.0)
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
