@@ -103,10 +103,7 @@ def test_other_weights_fail_loudly_unless_opted_in(pytester, run, tiny_gpt2_dir,
 
     pytester.makepyfile(test_geo=SUITE)
     run("--logitprobe-snapshot-update").assert_outcomes(passed=3)
-    other = build_random_gpt2(tmp_path / "other", size="tiny", seed=1) \
-        if "seed" in build_random_gpt2.__code__.co_varnames else None
-    if other is None:
-        pytest.skip("build_random_gpt2 takes no seed")
+    other = build_random_gpt2(tmp_path / "other", size="tiny", seed=1)  # other weights
     result = pytester.runpytest(f"--logitprobe-model={other}", *QUIET, "-k", "pair")
     result.assert_outcomes(failed=1, deselected=2)
     result.stdout.fnmatch_lines(["*the snapshot was taken with other weights: model *"
