@@ -21,7 +21,9 @@ from .interventions.serialize import from_dict
 __all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Suite", "load_suite",
            "parse_suite"]
 
-CASE_FIELDS = ("name", "prompt", "expect", "interventions", "position", "skip", "xfail")
+CASE_FIELDS = ("name", "prompt", "expect", "interventions", "position", "skip", "xfail",
+               "snapshot")
+SNAPSHOT_FIELDS = ("k", "atol", "rtol", "strict_ranks")
 FILE_FIELDS = ("model", "cases")
 
 
@@ -93,6 +95,7 @@ class Case:
     source: str = "<string>"
     skip: str | None = None
     xfail: str | None = None
+    snapshot: tuple[tuple[str, Any], ...] | None = None  # `snapshot:` options; None: no snapshot
 
     @property
     def where(self) -> str:
@@ -258,7 +261,8 @@ def _case(raw: Any, index: int, line: int | None, source: str) -> Case:
         else:
             raise BehaviourFileError(f"{where}: `{key}` must be true or a reason string, "
                                      f"not {short(value, 80)}")
-    expect = raw.get("expect")
+    snapshot = _snapshot(raw.get("snapshot"), where)
+    expect = raw.get("expect", {} if snapshot is not None else None)
     if isinstance(expect, dict):
         items = list(expect.items())
     elif isinstance(expect, list) and all(isinstance(e, dict) and len(e) == 1 for e in expect):
@@ -267,8 +271,9 @@ def _case(raw: Any, index: int, line: int | None, source: str) -> Case:
         raise BehaviourFileError(f"{where}: `expect` must be a mapping of expectations (e.g. "
                                  "in_top: {token: ' Paris', k: 5}) or a list of one-key mappings, "
                                  f"not {short(expect, 80)}")
-    if not items:
-        raise BehaviourFileError(f"{where}: `expect` is empty; give at least one expectation")
+    if not items and snapshot is None:
+        raise BehaviourFileError(f"{where}: `expect` is empty; give at least one expectation "
+                                 "(or `snapshot: true`)")
     exps = tuple(_expectation(str(k), v, where) for k, v in items)
     for exp in exps:
         other = "prompt" if exp.name == "close_to" else "from"
@@ -277,7 +282,28 @@ def _case(raw: Any, index: int, line: int | None, source: str) -> Case:
                                      f"give `{other}:` (another prompt) or `interventions`")
     return Case(name=label, prompt=prompt, expectations=exps, interventions=interventions,
                 position=position, index=index, line=line, source=source, skip=marks["skip"],
-                xfail=marks["xfail"])
+                xfail=marks["xfail"], snapshot=snapshot)
+
+
+def _snapshot(value: Any, where: str) -> tuple[tuple[str, Any], ...] | None:
+    """``snapshot: true`` or ``snapshot: {k: 20, atol: 0.01, rtol: 0, strict_ranks: true}``."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return ()
+    if not isinstance(value, dict):
+        raise BehaviourFileError(f"{where}: `snapshot` must be true or a mapping of options "
+                                 f"({', '.join(SNAPSHOT_FIELDS)}), not {value!r}")
+    _unknown(set(value) - set(SNAPSHOT_FIELDS), SNAPSHOT_FIELDS, f"{where}: snapshot", "option")
+    for key in ("atol", "rtol"):
+        if key in value:
+            _check_value(Param(key, "nonneg"), value[key], f"{where}: snapshot")
+    if "k" in value:
+        _check_value(Param("k", "int"), value["k"], f"{where}: snapshot")
+    if "strict_ranks" in value and not isinstance(value["strict_ranks"], bool):
+        raise BehaviourFileError(f"{where}: snapshot: `strict_ranks` must be true or false, "
+                                 f"not {value['strict_ranks']!r}")
+    return tuple(sorted(value.items()))
 
 
 def _expectation(name: str, value: Any, where: str) -> Expectation:

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from . import behaviour, loading
+from ._regression_plugin import run_case
 
 __all__ = ["LogitCase", "LogitFile", "TokenCounter", "check_items"]
 
@@ -100,7 +101,7 @@ class LogitCase(pytest.Item):
             raise behaviour.BehaviourFileError(self.problem)
         probe = self.config.stash[STATE].get(self.probe_key())
         results = self.parent.results_for(self, probe)
-        behaviour.check_case(probe, self.case, results)
+        run_case(self, probe, results)  # expectations, then `snapshot:`, baseline verdicts
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None):
         # By class name: a re-imported module (pytester runs) makes a second class object.

@@ -54,7 +54,7 @@ def queries(case: Case) -> list[tuple]:
     ikey = _ikey(case.interventions)
     out: list[tuple] = []
     kinds = {e.spec.kind for e in case.expectations}
-    if kinds & {"next", "pair"}:
+    if kinds & {"next", "pair"} or getattr(case, "snapshot", None) is not None:
         out.append(("next", case.prompt, case.position, ikey))
     for exp in case.expectations:
         if exp.spec.kind == "pair":
@@ -130,8 +130,11 @@ def _run(probe: Any, case: Case, query: tuple, results: Prefetched | None) -> An
     return probe.score(query[1], query[2], interventions=iv)
 
 
-def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> None:
-    """Check every expectation of ``case``; raise one report listing all that failed."""
+def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> Any:
+    """Check every expectation of ``case``; raise one report listing all that failed.
+
+    Returns the case's next-token result (None when no expectation needed one).
+    """
     __tracebackhide__ = True
     from . import assertions
     from ._evidence import LogitAssertionError
@@ -164,6 +167,7 @@ def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> Non
             failures.append((n, exp, exc))
     if failures:
         raise _combined(case, failures)
+    return subject
 
 
 def _combined(case: Case, failures: list[tuple[int, Expectation, Exception]]) -> Exception:

@@ -9,6 +9,7 @@
     logitprobe compare "I like oat milk in my" --interventions boost.yaml --model smollm2
     logitprobe plot "I like oat milk in my" --kind logits --highlight " coffee" --out logits.png
     logitprobe run tests/test_geo.logit.yaml --model smollm2
+    logitprobe diff --prompts prompts.txt --model smollm2 --candidate-dtype bfloat16
 
 Every command takes ``--json`` for scripts; the exit codes are in ``EXIT_CODES``
 (and ``logitprobe --help``); docs/cli.md is the reference.
@@ -23,6 +24,8 @@ import sys
 import textwrap
 import traceback
 from typing import Any, NoReturn, Sequence
+
+from logitprobe.cli_diff import add_parser as _add_diff_parser
 
 __all__ = ["EXIT_CODES", "build_parser", "exit_code", "main"]
 
@@ -163,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "up (default 1800); see docs/scaling.md")
     _common(p, interventions=False)
     p.set_defaults(model=None)  # the file's `model:`, else gpt2
+
+    _add_diff_parser(sub, _common)  # logitprobe diff: baseline vs candidate model
     return parser
 
 

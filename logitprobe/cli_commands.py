@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from logitprobe.cli_diff import diff
+
 __all__ = ["COMMANDS", "CheckFailed"]
 
 
@@ -239,4 +241,4 @@ def run(args: argparse.Namespace) -> str | None:
 
 
 COMMANDS = {"top": top, "rank": rank, "score": score, "sample": sample, "generate": generate,
-            "lens": lens, "compare": compare, "plot": plot, "run": run}
+            "lens": lens, "compare": compare, "plot": plot, "run": run, "diff": diff}

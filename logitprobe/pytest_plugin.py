@@ -12,6 +12,8 @@ a test asks for ``probe`` or a ``test_*.logit.yaml`` case runs.
   With device auto on a GPU machine, xdist worker ``gwN`` loads on ``cuda:{N % GPUs}``.
 - ``assert " Paris" in nt.top(5)`` failures show the top 5 and the token's rank.
 - ``test_*.logit.yaml`` files are collected: one test per case, batched forwards.
+- Golden snapshots (fixture ``logit_snapshot``, ``--logitprobe-snapshot-update``) and verdict
+  flips against ``--logitprobe-baseline``: :mod:`logitprobe._regression_plugin`.
 """
 
 from __future__ import annotations
@@ -137,7 +139,11 @@ def _check_device(value: str | None, name: str) -> None:
 
 
 # -- hooks -------------------------------------------------------------------------------
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import _regression_plugin  # snapshots and baseline flips: their own hooks and options
+
+    if not pluginmanager.is_registered(_regression_plugin):
+        pluginmanager.register(_regression_plugin, "logitprobe-regression")
     group = parser.getgroup("logitprobe", "logitprobe: behavioural tests of language models")
     options = [
         ("model", "model the `probe` fixture loads: a name, a path or 'smollm2' (default: gpt2)"),
