@@ -223,7 +223,7 @@ def test_fingerprint_is_dtype_independent_and_weight_sensitive(tiny_gpt2_dir, ti
 
     half = logitprobe.load(str(tiny_gpt2_dir), device="cpu", dtype=torch.bfloat16)
     assert fingerprint(half) == fingerprint(tiny)
-    broken = copy.deepcopy(tiny)
+    broken = logitprobe.Probe(copy.deepcopy(tiny.model), tiny.tokenizer)  # same weights, own copy
     with torch.no_grad():
         for name, p in broken.model.named_parameters():
             if ".1." in name and "mlp" in name:
