@@ -53,6 +53,7 @@ class TemplateCase:
     test_type: str = "MFT"
     base: TemplateCase | None = field(default=None, repr=False)
     perturbation: str | None = None
+    target: str | None = None  # the expected token (from the row), shown in reports
 
     @property
     def row(self) -> dict[str, str]:
@@ -149,14 +150,18 @@ def _check_lexicons(lexicons: Any) -> dict[str, list[str]]:
 
 def expand(template: str, *, rows: Sequence[Mapping[str, Any]] | None = None,
            lexicons: Mapping[str, Sequence[Any]] | None = None, name: str | None = None,
-           capability: str | None = None, test_type: str = "MFT") -> list[TemplateCase]:
+           capability: str | None = None, test_type: str = "MFT",
+           target: str | None = None) -> list[TemplateCase]:
     """Every case of ``template``: each row x every combination of the lexicons' values.
 
     ``rows`` are mappings whose values go together (keys not in the template,
     such as an expected token, are kept in the case's row); ``lexicons`` map a
     placeholder to the values it takes. ``name`` is a pattern for the case ids
     (``"capital-{country}"``); by default the id is the values used, joined by
-    ``-``. Ids are unique (a repeat gets ``-2``, ``-3``, ...).
+    ``-``. Ids are unique (a repeat gets ``-2``, ``-3``, ...). ``target`` names
+    the row key of the expected token (``case.target``: reports show its rank
+    and probability); ``capability`` and ``test_type`` place the cases in the
+    suite summary matrix.
 
     >>> [c.id for c in expand("{a} and {b}", lexicons={"a": ["x", "y"], "b": ["z"]})]
     ['x-z', 'y-z']
@@ -177,6 +182,9 @@ def expand(template: str, *, rows: Sequence[Mapping[str, Any]] | None = None,
     if unused:
         raise InvalidArgument(f"lexicons[{unused[0]!r}] is not a placeholder of template="
                               f"{short(template, 80)} (placeholders: {', '.join(names)})")
+    if target is not None and target not in given:
+        raise InvalidArgument(f"target={target!r}: not a row key or lexicon (keys: "
+                              f"{', '.join(sorted(given))})")
     if name is not None:
         extra = [n for n in placeholders(name) if n not in given]
         if extra:
@@ -194,6 +202,7 @@ def expand(template: str, *, rows: Sequence[Mapping[str, Any]] | None = None,
             if seen[case_id] > 1:
                 case_id = f"{case_id}-{seen[case_id]}"
             cases.append(TemplateCase(case_id, prompt, tuple(values.items()), capability,
-                                      test_type))
+                                      test_type, target=None if target is None
+                                      else values[target]))
     return cases
 
