@@ -125,6 +125,11 @@ def _measure(props: list, probe: Any, prompt: str, target: Any, position: int = 
         return
 
 
+def _target(case: Any) -> Any:
+    """The token a YAML case is about: its first expectation's ``token``."""
+    return next((e.get("token") for e in case.expectations if e.get("token") is not None), None)
+
+
 def _yaml_props(item: Any) -> list | None:
     from ._yaml_items import LogitCase, LogitGroup
     from .pytest_plugin import STATE
@@ -142,14 +147,22 @@ def _yaml_props(item: Any) -> list | None:
     probe = state.probes.get(key)
     if isinstance(item, LogitGroup):
         first = item.cases[0] if item.cases else None
-        members = [[c.name, c.test_type, e is None, c.base,
-                    None if e is None else str(e)[:2000], c.prompt] for c, e in item.outcomes]
+        members = []
+        for c, e in item.outcomes:
+            top: list = []
+            target = _target(c)
+            if e is not None:  # a failing member's top tokens, for the HTML chart
+                _measure(top, probe, c.prompt, target, c.position,
+                         None if c.interventions is None else list(c.interventions))
+            found = dict(top)
+            members.append([c.name, c.test_type, e is None, c.base,
+                            None if e is None else str(e)[:2000], c.prompt, target,
+                            json.loads(found.get(PREFIX + "top", "null"))])
         return [(PREFIX + "case", item.name),
                 (PREFIX + "capability", (first and first.capability) or stem),
                 (PREFIX + "type", "group"), (PREFIX + "members", json.dumps(members))]
     case = item.case
-    target = next((e.get("token") for e in case.expectations if e.get("token") is not None),
-                  None)
+    target = _target(case)
     props = [(PREFIX + "case", case.name), (PREFIX + "capability", case.capability or stem),
              (PREFIX + "type", case.test_type), (PREFIX + "prompt", case.prompt),
              (PREFIX + "expectation", ", ".join(e.name for e in case.expectations))]
@@ -215,10 +228,13 @@ def _collect(records: list, report: pytest.TestReport) -> None:
     if hasattr(report, "wasxfail"):
         status = "xfailed" if report.outcome == "skipped" else "XPASS"
     if props.get("type") == "group":
-        for name, kind, ok, base, message, prompt in json.loads(props.get("members", "[]")):
+        for name, kind, ok, base, message, prompt, target, top in json.loads(
+                props.get("members", "[]")):
             records.append({"id": name, "nodeid": f"{report.nodeid}::{name}", "prompt": prompt,
+                            "target": target, "top": top,
                             "capability": props.get("capability"), "type": kind,
-                            "status": "passed" if ok else "failed", "base": base,
+                            "status": "passed" if ok else
+                            "xfailed" if status == "xfailed" else "failed", "base": base,
                             "message": message, "group": props.get("case")})
         if not json.loads(props.get("members", "[]")):
             records.append({"id": props.get("case"), "nodeid": report.nodeid,

@@ -51,8 +51,13 @@ class LogitFile(pytest.File):
             if case.group is not None:  # a pass-rate group: one item checks them together
                 if case.group[0] not in groups:
                     groups[case.group[0]] = []
-                    yield LogitGroup.from_parent(self, name=case.group[0],
-                                                 cases=groups[case.group[0]])
+                    group = LogitGroup.from_parent(self, name=case.group[0],
+                                                   cases=groups[case.group[0]])
+                    if case.skip:
+                        group.add_marker(pytest.mark.skip(reason=case.skip))
+                    if case.xfail:
+                        group.add_marker(pytest.mark.xfail(reason=case.xfail, strict=True))
+                    yield group
                 groups[case.group[0]].append(case)
                 continue
             item = LogitCase.from_parent(self, name=case.name, case=case)

@@ -170,7 +170,7 @@ def expand_entry(raw: dict, index: int, source: str, error: type,
         for c in cases:
             out.append({**common, "name": c.id, "prompt": c.prompt,
                         "expect": _fill(raw["expect"], c.row), "_capability": capability,
-                        "_type": test_type, "_group": group})
+                        "_type": raw.get("type"), "_group": group})  # None: from `expect`
     if "perturb" in raw:
         ps = _perturbations(raw["perturb"], raw.get("lexicons") or {}, where, error)
         for c in perturb(cases, *ps, seed=seed):
