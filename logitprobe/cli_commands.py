@@ -201,27 +201,66 @@ def run(args: argparse.Namespace) -> str:
 
     suites = [load_suite(f) for f in args.files]  # validate every file before loading a model
     lines, records, failed = [], [], 0
+    group_records: list[dict] = []
     for path, suite in zip(args.files, suites):
         args.model = args.model or suite.model or "gpt2"
         probe = _load(args)
         active = [c for c in suite.cases if not c.skip]
         outcome = dict(zip([id(c) for c in active],
                            [exc for _, exc in run_suite(probe, Suite(suite.source, tuple(active)))]))
+        groups: dict[tuple, list] = {}
         for case in suite.cases:
             exc = outcome.get(id(case))
+            if case.group is not None and not case.skip:  # judged by its group's pass rate
+                groups.setdefault(case.group, []).append((case, exc))
+                status = "failed" if exc else "passed"
+                records.append({"file": str(path), "case": case.name, "status": status,
+                                "message": str(exc) if exc else None, "group": case.group[0],
+                                "capability": case.capability or Path(path).name.split(".")[0]
+                                .removeprefix("test_"), "type": case.test_type})
+                continue
             status = ("skipped" if case.skip else
                       ("xfailed" if exc else "XPASS") if case.xfail else
                       "failed" if exc else "passed")
             failed += status in ("failed", "XPASS")
             records.append({"file": str(path), "case": case.name, "status": status,
-                            "message": str(exc) if exc else None})
+                            "message": str(exc) if exc else None,
+                            "capability": case.capability or Path(path).name.split(".")[0]
+                            .removeprefix("test_"), "type": case.test_type})
             lines.append(f"{status.upper():>8}  {path}::{case.name}")
             if status == "failed":
                 lines += ["          " + line for line in str(exc).splitlines()]
-    counts = {s: sum(r["status"] == s for r in records)
+        for (name, at_least, confidence), members in groups.items():
+            from logitprobe.passrate import PassRate, outcome as case_outcome
+
+            rate = PassRate(tuple(case_outcome(c.name, e) for c, e in members), at_least,
+                            confidence, name=name)
+            xfail = members[0][0].xfail
+            status = ("xfailed" if not rate.ok else "XPASS") if xfail else (
+                "passed" if rate.ok else "failed")
+            failed += status in ("failed", "XPASS")
+            for r in records:  # an expected failure counts as such in the matrix too
+                if xfail and r.get("group") == name and r["file"] == str(path) \
+                        and r["status"] == "failed":
+                    r["status"] = "xfailed"
+            group_records.append({"file": str(path), "group": name, "status": status,
+                                  "passed": rate.passed, "n": rate.n, "rate": rate.rate,
+                                  "at_least": at_least, "confidence": confidence,
+                                  "lower": rate.lower, "needed": rate.needed})
+            lines.append(f"{status.upper():>8}  {path}::{name} (pass rate: {rate.passed} of "
+                         f"{rate.n})")
+            if status == "failed":
+                lines += ["          " + line for line in str(rate).splitlines()]
+    counts = {s: sum(r["status"] == s for r in records if "group" not in r)
+              + sum(r["status"] == s for r in group_records)
               for s in ("passed", "failed", "skipped", "xfailed", "XPASS")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("passed", "failed"))
-    report = _json(results=records, summary=counts) if args.json else "\n".join([*lines, summary])
+    from logitprobe.suite_report import matrix, matrix_text
+
+    cells = [{**r, "id": r["case"]} for r in records]
+    report = (_json(results=records, groups=group_records, summary=counts,
+                    matrix=matrix(cells)) if args.json
+              else "\n".join([*lines, "", matrix_text(cells), summary]))
     if failed:
         raise CheckFailed(report)
     return report
