@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 from ._evidence import short
 from .errors import InvalidArgument
-from .perturb import BUILTIN, SwapName, perturb
+from .perturbations import BUILTIN, SwapName, perturb
 from .templates import TEST_TYPES, expand, placeholders
 
 __all__ = ["TEMPLATE_FIELDS", "expand_entry"]

@@ -14,7 +14,7 @@ keeps its row, so the expected token comes from the data::
 With ``@pytest.mark.parametrize("case", cases)`` each test is named by the
 case's id (``test_capital[France]``), and the plugin computes the forwards of
 every such test together before the first runs (one batched pass). Perturbed
-copies (:func:`logitprobe.perturb.perturb`) keep a link to their ``base`` case.
+copies (:func:`logitprobe.perturbations.perturb`) keep a link to their ``base`` case.
 YAML test files take the same template as an entry (see
 docs/behavioural-tests.md).
 """

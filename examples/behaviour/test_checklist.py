@@ -16,7 +16,7 @@ from logitprobe import assert_argmax, assert_in_top, assert_prob_decreases, \
 from logitprobe.invariance import assert_argmax_unchanged, assert_prob_within, \
     assert_rank_moves
 from logitprobe.passrate import assert_pass_rate
-from logitprobe.perturb import Negate, NeutralClause, SwapName, perturb
+from logitprobe.perturbations import Negate, NeutralClause, SwapName, perturb
 from logitprobe.templates import expand
 
 CAPITALS = expand(
