@@ -49,7 +49,7 @@ def _matrix_table(records: list[dict[str, Any]]) -> str:
     cols = [*m["columns"], "total"]
 
     def cell(c: dict[str, Any] | None) -> str:
-        if not c:
+        if not c or not c["cases"]:
             return "-"
         style = f' style="color:{_RED};font-weight:bold"' if c["failures"] else ""
         return (f"<span{style}>{c['cases']} / {c['failures']}</span> "
