@@ -258,8 +258,8 @@ def run(args: argparse.Namespace) -> str:
     from logitprobe.suite_report import matrix, matrix_text
 
     cells = [{**r, "id": r["case"]} for r in records]
-    report = (_json(results=records, groups=group_records, summary=counts,
-                    matrix=matrix(cells)) if args.json
+    extra = {"groups": group_records} if group_records else {}
+    report = (_json(results=records, **extra, summary=counts, matrix=matrix(cells)) if args.json
               else "\n".join([*lines, "", matrix_text(cells), summary]))
     if failed:
         raise CheckFailed(report)
