@@ -136,6 +136,7 @@ class LogitGroup(pytest.Item):
 
     def runtest(self) -> None:
         __tracebackhide__ = True
+        from ._yaml_templates import group_severity
         from .passrate import PassRate, outcome
         from .pytest_plugin import STATE
 
@@ -152,8 +153,9 @@ class LogitGroup(pytest.Item):
             except AssertionError as exc:
                 self.outcomes.append((case, exc))
         _, at_least, confidence = self.cases[0].group
-        rate = PassRate(tuple(outcome(c.name, e) for c, e in self.outcomes), at_least,
-                        confidence, name=f"{self.parent.name}::{self.name}")
+        rate = PassRate(tuple(outcome(c.name, e, group_severity(probe), c)
+                              for c, e in self.outcomes), at_least, confidence,
+                        name=f"{self.parent.name}::{self.name}")
         if not rate.ok:
             raise _group_failure(rate)
 

@@ -32,7 +32,7 @@ from .errors import InvalidArgument
 from .perturbations import BUILTIN, SwapName, perturb
 from .templates import TEST_TYPES, expand, placeholders
 
-__all__ = ["TEMPLATE_FIELDS", "expand_entry"]
+__all__ = ["TEMPLATE_FIELDS", "expand_entry", "group_severity"]
 
 TEMPLATE_FIELDS = ("template", "name", "capability", "type", "rows", "lexicons", "expect",
                    "perturb", "seed", "expect_perturbed", "pass_rate", "group", "position",
@@ -182,3 +182,22 @@ def expand_entry(raw: dict, index: int, source: str, error: type,
         raise error(f"{where}: the template made no cases (the perturbations changed none "
                     "of the prompts)")
     return out
+
+
+def group_severity(probe: Any):
+    """Severity of a failed YAML case for pass-rate reports: ``1 - p(its first token)``.
+
+    Worst first then means the lowest probability of the expected token; the
+    error's own ``severity`` (from :mod:`logitprobe.invariance`) when there is none.
+    """
+    def severity(case: Any, error: BaseException) -> float | None:
+        token = next((e.get("token") for e in case.expectations if e.get("token") is not None),
+                     None)
+        try:
+            nt = probe.next_token(case.prompt, position=case.position,
+                                  interventions=None if case.interventions is None
+                                  else list(case.interventions))  # cached: no new forward
+            return 1.0 - nt.prob(token)
+        except Exception:  # noqa: BLE001 - no single target token: the error's own severity
+            return getattr(error, "severity", None)
+    return severity

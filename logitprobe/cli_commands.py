@@ -231,10 +231,11 @@ def run(args: argparse.Namespace) -> str:
             if status == "failed":
                 lines += ["          " + line for line in str(exc).splitlines()]
         for (name, at_least, confidence), members in groups.items():
+            from logitprobe._yaml_templates import group_severity
             from logitprobe.passrate import PassRate, outcome as case_outcome
 
-            rate = PassRate(tuple(case_outcome(c.name, e) for c, e in members), at_least,
-                            confidence, name=name)
+            rate = PassRate(tuple(case_outcome(c.name, e, group_severity(probe), c)
+                                  for c, e in members), at_least, confidence, name=name)
             xfail = members[0][0].xfail
             status = ("xfailed" if not rate.ok else "XPASS") if xfail else (
                 "passed" if rate.ok else "failed")

@@ -117,8 +117,11 @@ def test_yaml_pass_rate_group_fails_with_how_many_had_to_pass(pytester, run_tiny
     result.stdout.fnmatch_lines([
         "*sitting: 2 of 3 passed (66.7%), expected at least 90%; 3 had to pass (1 more)",
         "failing cases, worst first (1):",
-        "- bird: *is not in the top 50*",
+        "- bird (severity *): *is not in the top 50*",  # worst first: 1 - p(expected)
     ])
+    nt = tiny.next_token("The bird sat on the")
+    bird = next(c for c in nt.top(200) if c.token.strip().isalpha() and c.rank > 50)
+    result.stdout.fnmatch_lines([f"- bird (severity {1 - bird.prob:.4g}): *"])
 
 
 def test_python_template_cases_get_ids_and_one_batched_pass(pytester, run_tiny, tiny):
