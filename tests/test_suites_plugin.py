@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import textwrap
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ from logitprobe.behaviour import BehaviourFileError, parse_suite
 
 pytest_plugins = ["pytester"]
 
+ROOT = Path(__file__).resolve().parents[1]
 QUIET = ("--logitprobe-device=cpu", "-p", "no:cacheprovider", "-p", "no:unraisableexception",
          "-p", "no:hypothesispytest")
 ANIMALS = ["cat", "dog", "bird"]
@@ -214,3 +216,31 @@ def test_cli_run_prints_the_matrix_and_json(tiny_gpt2_dir, tiny, tmp_path, capsy
     assert data["matrix"]["rows"]["animals"]["MFT"] == {"cases": 5, "failures": 1, "rate": 0.8}
     assert data["groups"][0]["group"] == "animals-rate" and data["groups"][0]["passed"] == 2
     assert data["summary"]["failed"] == 1
+
+
+def test_matrix_survives_xdist(pytester, tiny_gpt2_dir, tiny):
+    pytester.makefile(".logit.yaml", test_animals=_suite(tiny))
+    result = pytester.runpytest_subprocess("-n", "2", f"--logitprobe-model={tiny_gpt2_dir}",
+                                           *QUIET, timeout=240)
+    result.assert_outcomes(passed=6, failed=1)
+    result.stdout.fnmatch_lines(["*2 workers*", "animals    | 5 / 1 fail    | 3 / 0 fail*"])
+
+
+def test_example_checklist_says_what_smollm2_does(smol, smol_hf, capsys):
+    """The comments of examples/behaviour/test_checklist.logit.yaml are the model's behaviour."""
+    import torch
+
+    path = ROOT / "examples" / "behaviour" / "test_checklist.logit.yaml"
+    assert cli.main(["run", str(path), "--model", "smollm2", "--device", "cpu", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    groups = {g["group"]: (g["passed"], g["n"], g["status"]) for g in data["groups"]}
+    assert groups == {"capitals-argmax": (10, 12, "passed"), "antonyms": (9, 10, "passed"),
+                      "typo-robustness": (0, 4, "xfailed")}
+    failing = sorted(r["case"] for r in data["results"] if r["status"] == "failed")
+    assert failing == ["antonym-early", "capital-argmax-Egypt", "capital-argmax-Poland"]
+    model, tok = smol_hf  # independently: Egypt's and Poland's argmax is " the"
+    for country in ("Egypt", "Poland"):
+        ids = tok(f"The capital of {country} is", return_tensors="pt").input_ids
+        with torch.no_grad():
+            top = int(model(ids).logits[0, -1].argmax())
+        assert tok.decode([top]) == " the"

@@ -293,3 +293,13 @@ def test_html_report_parses_and_embeds_everything():
     assert bars[0].get("fill") != bars[1].get("fill")  # the target's bar stands out
     assert "\\x00" in page  # control characters shown as escapes
     assert ET.fromstring(topk_svg([["a", 1.0]])).tag == f"{SVG}svg"
+
+
+@pytest.mark.parametrize("module", ["templates", "perturbations", "passrate", "suite_report"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"logitprobe.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
