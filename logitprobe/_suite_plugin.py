@@ -7,9 +7,10 @@ neither torch nor TransformerLens.
   :class:`~logitprobe.templates.TemplateCase` id.
 - One batched pass: before the first such test runs with the ``probe``
   fixture, the prompts of the next ``CHUNK`` selected tests on the same model
-  (and their base cases' prompts) are computed in one ``probe.next_token``
-  call; each test's own ``probe.next_token(case.prompt)`` then reads the
-  engine's cache.
+  (and their base cases' prompts; fewer tests when their logits would fill
+  more than half the probe's forward cache) are computed in one
+  ``probe.next_token`` call; each test's own ``probe.next_token(case.prompt)``
+  then reads the engine's cache.
 - Every suite case (YAML cases, pass-rate groups, Python tests over template
   cases) gets JUnit XML properties ``logitprobe.*`` (case, capability, type,
   prompt, expectation, target, rank, prob, top), and the terminal summary shows
@@ -94,9 +95,15 @@ def pytest_runtest_call(item: pytest.Item) -> None:
     if item.nodeid not in pending:
         return
     key = _probe_key(item)
+    # At most half the forward cache: float32 rows of the vocabulary, two prompts a case.
+    limit = CHUNK
+    cache_bytes = getattr(getattr(probe, "engine", None), "cache_bytes", None)
+    vocab = getattr(probe, "vocab_size", None)
+    if isinstance(cache_bytes, int) and isinstance(vocab, int) and vocab > 0:
+        limit = max(1, min(CHUNK, cache_bytes // (2 * 8 * vocab)))
     chunk, prompts = [], []
     for other in item.session.items:
-        if len(chunk) >= CHUNK:
+        if len(chunk) >= limit:
             break
         if other.nodeid in pending and (other is item or _probe_key(other) == key):
             chunk.append(other.nodeid)

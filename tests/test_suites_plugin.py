@@ -163,6 +163,31 @@ def test_python_template_cases_get_ids_and_one_batched_pass(pytester, run_tiny, 
     assert (tiny.stats - mark).forwards == batched < 40
 
 
+def test_python_batches_stay_within_half_the_forward_cache(pytester, run_tiny, tiny,
+                                                          monkeypatch):
+    pytester.makepyfile(test_small="""
+        import pytest
+        from logitprobe.templates import expand
+
+        @pytest.mark.parametrize("case", expand("The {a} sat", lexicons={"a": list("abcdefghij")}))
+        def test_case(probe, case):
+            probe.next_token(case.prompt)
+    """)
+    monkeypatch.setattr(tiny.engine, "cache_bytes", 2 * 8 * tiny.vocab_size * 3)  # 3 cases
+    calls = []
+    real = type(tiny).next_token
+
+    def spy(self, prompt, **kwargs):
+        if isinstance(prompt, list):
+            calls.append(len(prompt))
+        return real(self, prompt, **kwargs)
+
+    monkeypatch.setattr(type(tiny), "next_token", spy)
+    tiny.clear_cache()
+    run_tiny().assert_outcomes(passed=10)
+    assert calls == [3, 3, 3, 1]  # prefetches of at most 3 cases
+
+
 def test_yaml_template_errors_name_the_entry():
     with pytest.raises(BehaviourFileError, match=r"case 1 template 'x \{a\} \{b\}': .*no values for \{b\}"):
         parse_suite("- template: 'x {a} {b}'\n  lexicons: {a: [1]}\n  expect: {argmax: ' y'}\n")
