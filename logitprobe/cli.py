@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a YAML behavioural test file")
     p.add_argument("files", nargs="+", help="*.logit.yaml files")
+    p.add_argument("--html", metavar="PATH", default=None,
+                   help="also write a self-contained HTML report (matrix, every case, failing "
+                        "cases' evidence and top-k charts)")
     _common(p, interventions=False)
     p.set_defaults(model=None)  # the file's `model:`, else gpt2
     return parser

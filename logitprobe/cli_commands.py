@@ -202,6 +202,7 @@ def run(args: argparse.Namespace) -> str:
     suites = [load_suite(f) for f in args.files]  # validate every file before loading a model
     lines, records, failed = [], [], 0
     group_records: list[dict] = []
+    pages: list[dict] = []  # records for the HTML report (shared with `records` by reference)
     for path, suite in zip(args.files, suites):
         args.model = args.model or suite.model or "gpt2"
         probe = _load(args)
@@ -218,6 +219,8 @@ def run(args: argparse.Namespace) -> str:
                                 "message": str(exc) if exc else None, "group": case.group[0],
                                 "capability": case.capability or Path(path).name.split(".")[0]
                                 .removeprefix("test_"), "type": case.test_type})
+                if getattr(args, "html", None):
+                    pages.append(_page_record(probe, case, records[-1]))
                 continue
             status = ("skipped" if case.skip else
                       ("xfailed" if exc else "XPASS") if case.xfail else
@@ -227,6 +230,8 @@ def run(args: argparse.Namespace) -> str:
                             "message": str(exc) if exc else None,
                             "capability": case.capability or Path(path).name.split(".")[0]
                             .removeprefix("test_"), "type": case.test_type})
+            if getattr(args, "html", None):
+                pages.append(_page_record(probe, case, records[-1]))
             lines.append(f"{status.upper():>8}  {path}::{case.name}")
             if status == "failed":
                 lines += ["          " + line for line in str(exc).splitlines()]
@@ -259,12 +264,37 @@ def run(args: argparse.Namespace) -> str:
     from logitprobe.suite_report import matrix, matrix_text
 
     cells = [{**r, "id": r["case"]} for r in records]
+    if getattr(args, "html", None):
+        from logitprobe.report_html import render
+
+        html = Path(args.html).expanduser()
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(render([{**r, **p} for r, p in zip(records, pages)]), encoding="utf-8")
     extra = {"groups": group_records} if group_records else {}
     report = (_json(results=records, **extra, summary=counts, matrix=matrix(cells)) if args.json
               else "\n".join([*lines, "", matrix_text(cells), summary]))
     if failed:
         raise CheckFailed(report)
     return report
+
+
+def _page_record(probe: Any, case: Any, record: dict) -> dict:
+    """What the HTML report shows of a case beyond its record: id, prompt, top tokens."""
+    page = {"id": case.name, "nodeid": f"{record['file']}::{case.name}", "prompt": case.prompt,
+            "base": case.base}
+    target = next((e.get("token") for e in case.expectations if e.get("token") is not None),
+                  None)
+    try:  # cached distributions: no new forward
+        nt = probe.next_token(case.prompt, position=case.position,
+                              interventions=None if case.interventions is None
+                              else list(case.interventions))
+        page["top"] = [[c.token, c.prob] for c in nt.top(5)]
+        if target is not None:
+            c = nt.candidate(target)
+            page.update(target=c.token, rank=c.rank, prob=c.prob)
+    except Exception:  # noqa: BLE001 - a report never breaks the run
+        pass
+    return page
 
 
 COMMANDS = {"top": top, "rank": rank, "score": score, "sample": sample, "generate": generate,

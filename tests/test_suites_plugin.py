@@ -241,6 +241,16 @@ def test_cli_run_prints_the_matrix_and_json(tiny_gpt2_dir, tiny, tmp_path, capsy
     assert data["matrix"]["rows"]["animals"]["MFT"] == {"cases": 5, "failures": 1, "rate": 0.8}
     assert data["groups"][0]["group"] == "animals-rate" and data["groups"][0]["passed"] == 2
     assert data["summary"]["failed"] == 1
+    html = tmp_path / "report.html"
+    assert cli.main(["run", str(path), "--html", str(html), *args]) == 1
+    capsys.readouterr()
+    root = ET.parse(html).getroot()
+    listed = ["".join(e.itertext()) for e in root.iter(f"{XHTML}span")
+              if e.get("class") == "lp-case"]
+    assert len(listed) == 8 and "sat-bird~neutral_clause" in listed
+    failures = [e for e in root.iter(f"{XHTML}div") if e.get("class") == "lp-failure"]
+    assert len(failures) == 1
+    assert failures[0].find(".//{http://www.w3.org/2000/svg}svg") is not None
 
 
 def test_matrix_survives_xdist(pytester, tiny_gpt2_dir, tiny):
