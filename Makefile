@@ -31,8 +31,9 @@ demo: install
 	$(VENV)/bin/logitprobe top "I like oat milk in my" -k 10 --model smollm2
 	$(VENV)/bin/logitprobe rank "I like oat milk in my" " coffee" --model smollm2
 	$(PY) examples/reproduce_tutorial.py --model smollm2 --out out/tutorial
-	$(PY) -m pytest examples/behaviour --logitprobe-model smollm2 -q -p no:cacheprovider
-	@echo "Tutorial figures: $(CURDIR)/out/tutorial"
+	$(PY) -m pytest examples/behaviour --logitprobe-model smollm2 -q -p no:cacheprovider \
+		--logitprobe-html out/behaviour-report.html
+	@echo "Tutorial figures: $(CURDIR)/out/tutorial; suite report: $(CURDIR)/out/behaviour-report.html"
 
 test: install
 	$(PY) -m pytest -n 2

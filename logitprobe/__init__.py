@@ -34,16 +34,19 @@ _EXPORTS: dict[str, str] = {
     "ModelUnavailableError": "logitprobe.errors",
     "NextToken": "logitprobe.results",
     "NonFiniteLogitsError": "logitprobe.errors",
+    "PassRate": "logitprobe.passrate",
     "PatchSweep": "logitprobe.interventions.patching",
     "Probe": "logitprobe.probe",
     "PromptError": "logitprobe.errors",
     "SampleFrequencies": "logitprobe.generation_results",
     "Score": "logitprobe.results",
     "Stats": "logitprobe.engine",
+    "TemplateCase": "logitprobe.templates",
     "TokenError": "logitprobe.errors",
     "TokenScore": "logitprobe.results",
     "TopK": "logitprobe.results",
     "assert_argmax": "logitprobe.assertions",
+    "assert_argmax_unchanged": "logitprobe.invariance",
     "assert_close": "logitprobe.assertions",
     "assert_entropy_at_least": "logitprobe.assertions",
     "assert_entropy_at_most": "logitprobe.assertions",
@@ -53,16 +56,23 @@ _EXPORTS: dict[str, str] = {
     "assert_logprob_at_most": "logitprobe.assertions",
     "assert_more_likely": "logitprobe.assertions",
     "assert_not_in_top": "logitprobe.assertions",
+    "assert_pass_rate": "logitprobe.passrate",
     "assert_prob_at_least": "logitprobe.assertions",
     "assert_prob_at_most": "logitprobe.assertions",
+    "assert_prob_close": "logitprobe.invariance",
     "assert_prob_decreases": "logitprobe.assertions",
     "assert_prob_increases": "logitprobe.assertions",
+    "assert_prob_within": "logitprobe.invariance",
     "assert_rank_at_least": "logitprobe.assertions",
     "assert_rank_at_most": "logitprobe.assertions",
+    "assert_rank_moves": "logitprobe.invariance",
     "binomial_interval": "logitprobe.sampling_stats",
     "chi_square_test": "logitprobe.sampling_stats",
+    "expand": "logitprobe.templates",
     "frequency_check": "logitprobe.sampling_stats",
     "load": "logitprobe.loading",
+    "pass_rate": "logitprobe.passrate",
+    "perturb": "logitprobe.perturbations",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -81,12 +91,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from .generation_results import Generation, GenerationStep, SampleFrequencies
     from .interventions.compare import Comparison
     from .interventions.patching import PatchSweep
+    from .invariance import (assert_argmax_unchanged, assert_prob_close, assert_prob_within,
+                             assert_rank_moves)
     from .lens_results import Attribution, LensResult
     from .loading import load
+    from .passrate import PassRate, assert_pass_rate, pass_rate
+    from .perturbations import perturb
     from .probe import Probe
     from .results import Candidate, NextToken, Score, TokenScore, TopK
     from .sampling_stats import (ChiSquareResult, FrequencyCheck, binomial_interval,
                                  chi_square_test, frequency_check)
+    from .templates import TemplateCase, expand
 
 
 def __getattr__(name: str) -> Any:

@@ -22,8 +22,9 @@ __all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Suite", "load_
            "parse_suite"]
 
 CASE_FIELDS = ("name", "prompt", "expect", "interventions", "position", "skip", "xfail",
-               "snapshot")
+               "snapshot", "capability", "type")
 SNAPSHOT_FIELDS = ("k", "atol", "rtol", "strict_ranks")
+_EXPANDED = ("_capability", "_type", "_group", "_base")  # set by template entries
 FILE_FIELDS = ("model", "cases")
 
 
@@ -34,7 +35,7 @@ class BehaviourFileError(InvalidArgument):
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: str  # token | text | int | prob | logprob | nonneg
+    kind: str  # token | text | int | prob | logprob | nonneg | direction
     required: bool = True
 
 
@@ -67,6 +68,15 @@ SPECS: dict[str, Spec] = {
     "prob_decreases": Spec("assert_prob_decreases", (_T, Param("from", "text", False),
                                                      Param("by", "prob", False)), "pair"),
     "greedy_starts_with": Spec("assert_greedy_starts_with", (Param("text", "text"),), "score"),
+    # logitprobe.invariance: against a base prompt (`from:`), and a tolerance on one prob
+    "argmax_unchanged": Spec("assert_argmax_unchanged", (Param("from", "text", False),), "pair"),
+    "prob_within": Spec("assert_prob_within", (_T, Param("tol", "prob"),
+                                               Param("from", "text", False)), "pair"),
+    "rank_moves": Spec("assert_rank_moves", (_T, Param("by", "int"),
+                                             Param("direction", "direction"),
+                                             Param("from", "text", False)), "pair"),
+    "prob_close": Spec("assert_prob_close", (_T, Param("value", "prob"), Param("abs", "prob", False),
+                                             Param("rel", "nonneg", False))),
 }
 
 
@@ -96,6 +106,10 @@ class Case:
     skip: str | None = None
     xfail: str | None = None
     snapshot: tuple[tuple[str, Any], ...] | None = None  # `snapshot:` options; None: no snapshot
+    capability: str | None = None  # the suite matrix's row (default: the file's name)
+    test_type: str = "MFT"  # MFT, INV or DIR (CheckList): the matrix's column
+    base: str | None = None  # the case a perturbed case was made from
+    group: tuple | None = None  # (name, at_least, confidence): checked as one pass rate
 
     @property
     def where(self) -> str:
@@ -157,8 +171,8 @@ def parse_suite(text: str, source: str = "<string>") -> Suite:
     lines = [n.start_mark.line + 1 for n in case_nodes]
     cases: list[Case] = []
     seen: dict[str, int] = {}
-    for i, raw in enumerate(data, 1):
-        case = _case(raw, i, lines[i - 1] if i - 1 < len(lines) else None, source)
+    for i, raw, line in _expanded(data, lines, source):
+        case = _case(raw, i, line, source)
         if case.name in seen:
             if isinstance(raw, dict) and "name" in raw:
                 raise BehaviourFileError(f"{case.where}: duplicate case name (case "
@@ -168,6 +182,19 @@ def parse_suite(text: str, source: str = "<string>") -> Suite:
         seen[case.name] = i
         cases.append(case)
     return Suite(source=source, cases=tuple(cases), model=model)
+
+
+def _expanded(data: list, lines: list[int], source: str):
+    """``(index, raw case, line)`` for every case, template entries expanded in place."""
+    from ._yaml_templates import expand_entry
+
+    for i, raw in enumerate(data, 1):
+        line = lines[i - 1] if i - 1 < len(lines) else None
+        if isinstance(raw, dict) and "template" in raw and "prompt" not in raw:
+            for case in expand_entry(raw, i, source, BehaviourFileError, SPECS):
+                yield i, case, line
+        else:
+            yield i, raw, line
 
 
 def _duplicate(dup: Any, source: str, case_nodes: list, data: Any) -> None:
@@ -228,7 +255,7 @@ def _case(raw: Any, index: int, line: int | None, source: str) -> Case:
     prompt = raw.get("prompt")
     label = _label(raw)
     where = f"{source}, case {index}" + (f" {short(label, 80)}" if label else "")
-    _unknown(set(raw) - set(CASE_FIELDS), CASE_FIELDS, where, "field")
+    _unknown(set(raw) - set(CASE_FIELDS) - set(_EXPANDED), CASE_FIELDS, where, "field")
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise BehaviourFileError(f"{where}: `name` must be a non-empty string, "
                                  f"not {short(name, 80)}")
@@ -280,9 +307,28 @@ def _case(raw: Any, index: int, line: int | None, source: str) -> Case:
         if exp.spec.kind == "pair" and interventions is None and exp.get(other) in (None, prompt):
             raise BehaviourFileError(f"{where}: {exp.name} would compare the case with itself; "
                                      f"give `{other}:` (another prompt) or `interventions`")
+    capability = raw.get("_capability") or raw.get("capability")
+    if capability is not None and (not isinstance(capability, str) or not capability):
+        raise BehaviourFileError(f"{where}: `capability` must be a non-empty string, "
+                                 f"not {short(capability, 80)}")
+    test_type = raw.get("_type") or raw.get("type") or _test_type(exps)
+    if test_type not in ("MFT", "INV", "DIR"):
+        raise BehaviourFileError(f"{where}: `type` must be MFT, INV or DIR (CheckList's test "
+                                 f"types), not {short(test_type, 80)}")
     return Case(name=label, prompt=prompt, expectations=exps, interventions=interventions,
                 position=position, index=index, line=line, source=source, skip=marks["skip"],
-                xfail=marks["xfail"], snapshot=snapshot)
+                xfail=marks["xfail"], snapshot=snapshot, capability=capability, test_type=test_type,
+                base=raw.get("_base"), group=raw.get("_group"))
+
+
+def _test_type(exps: tuple[Expectation, ...]) -> str:
+    """DIR for a case that checks a change, INV for one that checks closeness, else MFT."""
+    names = {e.name for e in exps}
+    if names & {"prob_increases", "prob_decreases", "rank_moves"}:
+        return "DIR"
+    if names & {"close_to", "argmax_unchanged", "prob_within"}:
+        return "INV"
+    return "MFT"
 
 
 def _snapshot(value: Any, where: str) -> tuple[tuple[str, Any], ...] | None:
@@ -293,7 +339,7 @@ def _snapshot(value: Any, where: str) -> tuple[tuple[str, Any], ...] | None:
         return ()
     if not isinstance(value, dict):
         raise BehaviourFileError(f"{where}: `snapshot` must be true or a mapping of options "
-                                 f"({', '.join(SNAPSHOT_FIELDS)}), not {value!r}")
+                                 f"({', '.join(SNAPSHOT_FIELDS)}), not {short(value, 80)}")
     _unknown(set(value) - set(SNAPSHOT_FIELDS), SNAPSHOT_FIELDS, f"{where}: snapshot", "option")
     for key in ("atol", "rtol"):
         if key in value:
@@ -302,7 +348,7 @@ def _snapshot(value: Any, where: str) -> tuple[tuple[str, Any], ...] | None:
         _check_value(Param("k", "int"), value["k"], f"{where}: snapshot")
     if "strict_ranks" in value and not isinstance(value["strict_ranks"], bool):
         raise BehaviourFileError(f"{where}: snapshot: `strict_ranks` must be true or false, "
-                                 f"not {value['strict_ranks']!r}")
+                                 f"not {short(value['strict_ranks'], 80)}")
     return tuple(sorted(value.items()))
 
 
@@ -343,12 +389,13 @@ def _check_value(p: Param, value: Any, where: str) -> None:
         "prob": number and 0 <= value <= 1,
         "logprob": number and value <= 0,
         "nonneg": number and value >= 0,
+        "direction": value in ("up", "down"),
     }[p.kind]
     if not ok:
         want = {"token": "a token string such as \" Paris\" (quoted, to keep the space) or an id",
                 "text": "a non-empty string", "int": "an int >= 1",
                 "prob": "a number between 0 and 1", "logprob": "a number <= 0 (nats)",
-                "nonneg": "a number >= 0"}[p.kind]
+                "nonneg": "a number >= 0", "direction": "'up' or 'down'"}[p.kind]
         raise BehaviourFileError(f"{where}: `{p.name}` must be {want}, not {short(value, 80)}")
 
 

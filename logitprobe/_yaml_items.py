@@ -30,7 +30,7 @@ import pytest
 from . import behaviour, loading
 from ._regression_plugin import run_case
 
-__all__ = ["LogitCase", "LogitFile", "TokenCounter", "check_items"]
+__all__ = ["LogitCase", "LogitFile", "LogitGroup", "TokenCounter", "check_items"]
 
 CHUNK = 512  # cases prefetched together
 
@@ -47,7 +47,20 @@ class LogitFile(pytest.File):
             raise self.CollectError(str(exc)) from None
         self._pending: dict[int, set[str]] = {}  # id(probe) -> names not yet prefetched
         self._results: dict[int, behaviour.Prefetched] = {}
+        groups: dict[str, list[behaviour.Case]] = {}
         for case in self.suite.cases:
+            if case.group is not None:  # a pass-rate group: one item checks them together
+                if case.group[0] not in groups:
+                    groups[case.group[0]] = []
+                    group = LogitGroup.from_parent(self, name=case.group[0],
+                                                   cases=groups[case.group[0]])
+                    if case.skip:
+                        group.add_marker(pytest.mark.skip(reason=case.skip))
+                    if case.xfail:
+                        group.add_marker(pytest.mark.xfail(reason=case.xfail, strict=True))
+                    yield group
+                groups[case.group[0]].append(case)
+                continue
             item = LogitCase.from_parent(self, name=case.name, case=case)
             if case.skip:
                 item.add_marker(pytest.mark.skip(reason=case.skip))
@@ -112,6 +125,56 @@ class LogitCase(pytest.Item):
 
     def reportinfo(self):
         return self.path, (self.case.line or 1) - 1, self.name
+
+
+class LogitGroup(pytest.Item):
+    """A pass-rate group of a behavioural test file: its cases checked as one rate."""
+
+    def __init__(self, *, cases: list[behaviour.Case], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.cases = cases  # filled while the file is collected
+        self.outcomes: list[tuple[behaviour.Case, BaseException | None]] = []
+
+    def runtest(self) -> None:
+        __tracebackhide__ = True
+        from ._yaml_templates import group_severity
+        from .passrate import PassRate, outcome
+        from .pytest_plugin import STATE
+
+        suite = self.parent.suite
+        key = self.config.stash[STATE].key_for(self.get_closest_marker("logitprobe"),
+                                               model=suite.model if suite is not None else None)
+        probe = self.config.stash[STATE].get(key)
+        results = behaviour.prefetch(probe, self.cases)
+        self.outcomes = []
+        for case in self.cases:
+            try:
+                behaviour.check_case(probe, case, results)
+                self.outcomes.append((case, None))
+            except AssertionError as exc:
+                self.outcomes.append((case, exc))
+        _, at_least, confidence = self.cases[0].group
+        rate = PassRate(tuple(outcome(c.name, e, group_severity(probe), c)
+                              for c, e in self.outcomes), at_least, confidence,
+                        name=f"{self.parent.name}::{self.name}")
+        if not rate.ok:
+            raise _group_failure(rate)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None):
+        names = {cls.__name__ for cls in type(excinfo.value).__mro__}
+        if "LogitProbeError" in names:
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, (self.cases[0].line or 1) - 1 if self.cases else 0, self.name
+
+
+def _group_failure(rate: Any) -> BaseException:
+    from ._evidence import LogitAssertionError
+
+    text = str(rate).split("\n", 1)
+    return LogitAssertionError(text[0], text[1] if len(text) > 1 else "")
 
 
 # -- checks with the tokenizer alone ------------------------------------------------------

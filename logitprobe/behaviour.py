@@ -138,6 +138,7 @@ def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> Any
     __tracebackhide__ = True
     from . import assertions
     from ._evidence import LogitAssertionError
+    from . import invariance  # the helpers of invariance/tolerance expectations
 
     ikey = _ikey(case.interventions)
     iv = None if case.interventions is None else list(case.interventions)
@@ -149,7 +150,7 @@ def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> Any
     subject = got.get(("next", case.prompt, case.position, ikey))
     failures: list[tuple[int, Expectation, Exception]] = []
     for n, exp in enumerate(case.expectations, 1):
-        helper = getattr(assertions, exp.spec.helper)
+        helper = getattr(assertions, exp.spec.helper, None) or getattr(invariance, exp.spec.helper)
         args = dict(exp.args)
         try:
             if exp.spec.kind == "next":
@@ -158,8 +159,10 @@ def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> Any
                 base = got[("next", case.baseline_prompt(exp), case.position, None)]
                 if exp.name == "close_to":
                     helper(subject, base, kl=args.get("kl"), tv=args.get("tv"))
-                else:
+                elif exp.name in ("prob_increases", "prob_decreases"):
                     helper(base, subject, args["token"], by=args.get("by", 0.0))
+                else:  # logitprobe.invariance: (base, perturbed, **fields)
+                    helper(base, subject, **{k: v for k, v in args.items() if k != "from"})
             else:
                 score = got[("score", case.prompt, args["text"], ikey)]
                 helper(probe, case.prompt, args["text"], interventions=iv, score=score)

@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="under torchrun: how long a rank waits for the others before it gives "
                         "up (default 1800); see docs/scaling.md")
+    p.add_argument("--html", metavar="PATH", default=None,
+                   help="also write a self-contained HTML report (matrix, every case, failing "
+                        "cases' evidence and top-k charts)")
     _common(p, interventions=False)
     p.set_defaults(model=None)  # the file's `model:`, else gpt2
 

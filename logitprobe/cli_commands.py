@@ -210,6 +210,8 @@ def run(args: argparse.Namespace) -> str | None:
     if distributed.world() is not None:  # meet the other ranks before loading (slow, uneven)
         distributed.init(timeout=timeout, device=args.device)
     lines, records, failed = [], [], 0
+    group_records: list[dict] = []
+    pages: list[dict] = []  # records for the HTML report (shared with `records` by reference)
     for path, suite in zip(args.files, suites):
         args.model = args.model or suite.model or "gpt2"
         probe = _load(args)
@@ -218,26 +220,94 @@ def run(args: argparse.Namespace) -> str | None:
         if checked is None:  # not rank 0
             continue
         outcome = dict(zip([id(c) for c in active], [exc for _, exc in checked]))
+        groups: dict[tuple, list] = {}
         for case in suite.cases:
             exc = outcome.get(id(case))
+            if case.group is not None and not case.skip:  # judged by its group's pass rate
+                groups.setdefault(case.group, []).append((case, exc))
+                status = "failed" if exc else "passed"
+                records.append({"file": str(path), "case": case.name, "status": status,
+                                "message": str(exc) if exc else None, "group": case.group[0],
+                                "capability": case.capability or Path(path).name.split(".")[0]
+                                .removeprefix("test_"), "type": case.test_type})
+                if getattr(args, "html", None):
+                    pages.append(_page_record(probe, case, records[-1]))
+                continue
             status = ("skipped" if case.skip else
                       ("xfailed" if exc else "XPASS") if case.xfail else
                       "failed" if exc else "passed")
             failed += status in ("failed", "XPASS")
             records.append({"file": str(path), "case": case.name, "status": status,
-                            "message": str(exc) if exc else None})
+                            "message": str(exc) if exc else None,
+                            "capability": case.capability or Path(path).name.split(".")[0]
+                            .removeprefix("test_"), "type": case.test_type})
+            if getattr(args, "html", None):
+                pages.append(_page_record(probe, case, records[-1]))
             lines.append(f"{status.upper():>8}  {path}::{case.name}")
             if status == "failed":
                 lines += ["          " + line for line in str(exc).splitlines()]
+        for (name, at_least, confidence), members in groups.items():
+            from logitprobe._yaml_templates import group_severity
+            from logitprobe.passrate import PassRate, outcome as case_outcome
+
+            rate = PassRate(tuple(case_outcome(c.name, e, group_severity(probe), c)
+                                  for c, e in members), at_least, confidence, name=name)
+            xfail = members[0][0].xfail
+            status = ("xfailed" if not rate.ok else "XPASS") if xfail else (
+                "passed" if rate.ok else "failed")
+            failed += status in ("failed", "XPASS")
+            for r in records:  # an expected failure counts as such in the matrix too
+                if xfail and r.get("group") == name and r["file"] == str(path) \
+                        and r["status"] == "failed":
+                    r["status"] = "xfailed"
+            group_records.append({"file": str(path), "group": name, "status": status,
+                                  "passed": rate.passed, "n": rate.n, "rate": rate.rate,
+                                  "at_least": at_least, "confidence": confidence,
+                                  "lower": rate.lower, "needed": rate.needed})
+            lines.append(f"{status.upper():>8}  {path}::{name} (pass rate: {rate.passed} of "
+                         f"{rate.n})")
+            if status == "failed":
+                lines += ["          " + line for line in str(rate).splitlines()]
     if not distributed.is_lead():
         return None
-    counts = {s: sum(r["status"] == s for r in records)
+    counts = {s: sum(r["status"] == s for r in records if "group" not in r)
+              + sum(r["status"] == s for r in group_records)
               for s in ("passed", "failed", "skipped", "xfailed", "XPASS")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("passed", "failed"))
-    report = _json(results=records, summary=counts) if args.json else "\n".join([*lines, summary])
+    from logitprobe.suite_report import matrix, matrix_text
+
+    cells = [{**r, "id": r["case"]} for r in records]
+    if getattr(args, "html", None):
+        from logitprobe.report_html import render
+
+        html = Path(args.html).expanduser()
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(render([{**r, **p} for r, p in zip(records, pages)]), encoding="utf-8")
+    extra = {"groups": group_records} if group_records else {}
+    report = (_json(results=records, **extra, summary=counts, matrix=matrix(cells)) if args.json
+              else "\n".join([*lines, "", matrix_text(cells), summary]))
     if failed:
         raise CheckFailed(report)
     return report
+
+
+def _page_record(probe: Any, case: Any, record: dict) -> dict:
+    """What the HTML report shows of a case beyond its record: id, prompt, top tokens."""
+    page = {"id": case.name, "nodeid": f"{record['file']}::{case.name}", "prompt": case.prompt,
+            "base": case.base}
+    target = next((e.get("token") for e in case.expectations if e.get("token") is not None),
+                  None)
+    try:  # cached distributions: no new forward
+        nt = probe.next_token(case.prompt, position=case.position,
+                              interventions=None if case.interventions is None
+                              else list(case.interventions))
+        page["top"] = [[c.token, c.prob] for c in nt.top(5)]
+        if target is not None:
+            c = nt.candidate(target)
+            page.update(target=c.token, rank=c.rank, prob=c.prob)
+    except Exception:  # noqa: BLE001 - a report never breaks the run
+        pass
+    return page
 
 
 COMMANDS = {"top": top, "rank": rank, "score": score, "sample": sample, "generate": generate,

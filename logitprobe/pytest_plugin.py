@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 
 __all__ = ["probe"]
+# Template-case ids, one batched pass, the suite matrix, JUnit properties, --logitprobe-html.
+pytest_plugins = ["logitprobe._suite_plugin"]
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 DEVICE = re.compile(r"^(auto|cpu|mps|meta|(cuda|xpu|npu|hpu)(:\d+)?)$")

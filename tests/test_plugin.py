@@ -370,7 +370,7 @@ def test_xdist_two_workers(pytester, tiny_gpt2_dir, tiny):
 def test_example_suite_passes_on_smollm2(pytester, smol):
     result = pytester.runpytest(str(ROOT / "examples" / "behaviour"), "--logitprobe-model=smollm2",
                                 *QUIET)
-    result.assert_outcomes(passed=18)
+    result.assert_outcomes(passed=86, xfailed=1)
 
 
 def test_raw_hooks_left_by_a_test_are_removed(pytester, run_tiny, tiny):
