@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from ._evidence import (LogitAssertionError, Target, better_spelling, join_hints, prompt_line,
                         resolve, several_tokens_hint, short, table)
 from .errors import InvalidArgument
+from .tokens import check_k
 
 if TYPE_CHECKING:
     from .results import NextToken
@@ -63,8 +64,6 @@ def _rank(value: Any, name: str, vocab_size: int) -> int:
 
 
 def _k(value: Any, vocab_size: int) -> int:
-    from .tokens import check_k
-
     return check_k(value, vocab_size)
 
 

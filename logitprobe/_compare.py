@@ -10,24 +10,22 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import _stats
 from ._evidence import LogitAssertionError, better_spelling, join_hints, prompt_line, resolve, \
     short, table
+from ._text import clip
+from .results import NextToken
 
 if TYPE_CHECKING:
-    from .results import Candidate, NextToken, Score
+    from .probe import Probe
+    from .results import Candidate, Score
 
 __all__ = ["close_report", "direction_report", "divergences", "greedy_failure"]
 
 
 def divergences(p: NextToken, q: NextToken) -> tuple[float, float]:
     """``(KL(p || q), total variation)`` in nats, computed in float64 from log-probabilities."""
-    lp = p.logprobs.double()
-    lq = q.logprobs.double()
-    pp = lp.exp()
-    # 0 * log 0 = 0; where p > 0 and q underflows to -inf, KL is infinite, as it should be.
-    kl = torch.where(pp > 0, pp * (lp - lq), torch.zeros_like(pp)).sum()
-    tv = 0.5 * (pp - lq.exp()).abs().sum()
-    return float(kl), float(tv)
+    return _stats.kl(p.logprobs, q.logprobs), _stats.total_variation(p.logprobs, q.logprobs)
 
 
 def close_report(p: NextToken, q: NextToken, kl: float, tv: float, rows: int = 10) -> str:
@@ -42,8 +40,7 @@ def close_report(p: NextToken, q: NextToken, kl: float, tv: float, rows: int = 1
              "tokens whose probability changed most:", head, "  " + "-" * (len(head) - 2)]
     for i in ids:
         a, b = p.candidate(i), q.candidate(i)
-        token = repr(a.token)
-        token = token if len(token) <= 20 else token[:19] + "…"
+        token = clip(repr(a.token), 20)
         lines.append(f"  {token:<20} | {i:>7} | {a.prob:>9.4f} | {b.prob:>9.4f} | "
                      f"{b.prob - a.prob:>+9.4f} | {f'{a.rank} -> {b.rank}':>11}")
     return "\n".join(lines)
@@ -66,7 +63,7 @@ AFTER = 3  # greedy steps decoded past the divergence, to show where the model w
 BEFORE = 2  # agreeing steps shown before the divergence
 
 
-def greedy_failure(probe: Any, prompt: str, text: str, score: Score,
+def greedy_failure(probe: Probe, prompt: str, text: str, score: Score,
                    interventions: Any) -> LogitAssertionError | None:
     """Decode greedily from ``prompt``; None when the decoded text starts with ``text``.
 
@@ -76,8 +73,6 @@ def greedy_failure(probe: Any, prompt: str, text: str, score: Score,
     of :meth:`~logitprobe.Probe.generate` (one prompt pass, then one token per
     forward) and stops :data:`AFTER` tokens past the divergence.
     """
-    from .results import NextToken
-
     intervention = probe._compile_interventions(interventions)
     vocab = probe.vocab
     ids = vocab.encode(prompt)
@@ -146,12 +141,9 @@ def _steps_table(steps: list[tuple[Candidate, Candidate | None]], diverged_at: i
     for step in range(first, len(steps)):
         best, exp = steps[step]
         mark = ">" if step == diverged_at else " "
-        exp_cols = (f"{_cut(repr(exp.token)):<20} | {exp.rank:>8} | {exp.prob:>8.4f}" if exp
+        exp_cols = (f"{clip(repr(exp.token), 20):<20} | {exp.rank:>8} | {exp.prob:>8.4f}" if exp
                     else f"{'':<20} | {'':>8} | {'':>8}")
-        lines.append(f"{mark} {step:>4} | {_cut(repr(best.token)):<20} | {best.prob:>8.4f} | "
+        lines.append(f"{mark} {step:>4} | {clip(repr(best.token), 20):<20} | {best.prob:>8.4f} | "
                      f"{exp_cols}")
     return "\n".join(lines)
 
-
-def _cut(text: str, width: int = 20) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"

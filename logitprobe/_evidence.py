@@ -7,11 +7,11 @@ Shared by :mod:`logitprobe.assertions` (full reports) and the pytest plugin's
 
 from __future__ import annotations
 
-import reprlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable
 
-from .errors import LogitProbeError, TokenError
+from ._text import clip, short
+from .errors import LogitAssertionError, TokenError
 
 if TYPE_CHECKING:
     from .results import Candidate, NextToken, TopK
@@ -20,31 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["LogitAssertionError", "Target", "compact_contains", "compact_equals", "resolve",
            "table"]
 
-PROMPT_WIDTH = 300  # characters of a prompt shown in a full report
-
-
-class LogitAssertionError(LogitProbeError, AssertionError):
-    """A behavioural check failed; ``str(err)`` is the whole report.
-
-    ``verdict`` is the one-line summary, ``evidence`` the tables, ``hint`` a
-    suggestion or None. An ``AssertionError``, so pytest and plain scripts treat
-    it as a failed ``assert``.
-    """
-
-    __module__ = "logitprobe"  # where users import it from (and how tracebacks name it)
-
-    def __init__(self, verdict: str, evidence: str = "", hint: str | None = None):
-        self.verdict = verdict
-        self.evidence = evidence
-        self.hint = hint
-        parts = [verdict] + ([evidence] if evidence else []) + ([f"hint: {hint}"] if hint else [])
-        super().__init__("\n".join(parts))
-
-    def _repr_html_(self) -> str:
-        """The report in a notebook: verdict, evidence (``>`` rows highlighted), hint."""
-        from . import display  # display imports this module
-
-        return display.evidence(self)
 
 
 @dataclass(frozen=True)
@@ -86,31 +61,13 @@ def require_single(vocab: Vocabulary, target: Target, check: str, name: str = "t
     return target.id
 
 
-def short(text: Any, width: int = PROMPT_WIDTH) -> str:
-    """``repr(text)`` cut to ``width`` characters, in time and memory bounded by ``width``.
-
-    Any value may be given: containers are shown through :mod:`reprlib` (a few items
-    per level, a few levels), so a value built from YAML aliases that would print as
-    gigabytes is never expanded.
-    """
-    if isinstance(text, str):
-        shown = repr(text if len(text) <= 4 * width else text[: 4 * width])
-    else:
-        brief = reprlib.Repr()  # at most 6 items per level, 3 levels deep
-        brief.maxlevel, brief.maxlist, brief.maxdict = 3, 6, 6
-        brief.maxstring = brief.maxother = max(width, 20)
-        shown = brief.repr(text)
-    return shown if len(shown) <= width else shown[: width - 2] + "…" + shown[-1]
-
-
 def pieces_text(vocab: Vocabulary, target: Target) -> str:
     return repr([vocab.decode_one(i) for i in target.pieces])
 
 
 # -- tables ------------------------------------------------------------------------------
 def row(c: Candidate, mark: str = " ") -> str:
-    token = repr(c.token)
-    token = token if len(token) <= 20 else token[:19] + "…"
+    token = clip(repr(c.token), 20)
     return (f"{mark} {c.rank:>6} | {token:<20} | {c.id:>7} | {c.logit:>9.3f} | {c.prob:>8.4f}"
             f" | {c.logprob:>9.3f}")
 
@@ -298,14 +255,9 @@ def _side(name: str, c: Any) -> str:
 
 
 def _compact_row(c: Candidate, mark: str) -> str:
-    token = repr(c.token)
-    token = token if len(token) <= 18 else token[:17] + "…"
+    token = clip(repr(c.token), 18)
     return f"{mark}{c.rank:>6} {token:<18} p={c.prob:<9.4g} logit={c.logit:.3f}"
 
 
 def describe(c: Candidate) -> str:
     return f"rank {c.rank}, p={c.prob:.4g}, logit={c.logit:.3f}"
-
-
-def candidates_line(cands: Sequence[Candidate]) -> str:
-    return ", ".join(f"{c.token!r} ({describe(c)})" for c in cands)

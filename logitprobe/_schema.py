@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._evidence import short
 from ._safe_yaml import compose, construct, decode, duplicate_key
-from .errors import InvalidArgument
+from ._text import short
+from .errors import BehaviourFileError, InvalidArgument
 from .interventions.serialize import from_dict
 
 __all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Suite", "load_suite",
@@ -23,10 +23,6 @@ __all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Suite", "load_
 
 CASE_FIELDS = ("name", "prompt", "expect", "interventions", "position", "skip", "xfail")
 FILE_FIELDS = ("model", "cases")
-
-
-class BehaviourFileError(InvalidArgument):
-    """A behavioural test file is malformed; the message names file, case and field."""
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import behaviour, loading
+from ._plugin_state import STATE
+
+if TYPE_CHECKING:
+    from .probe import Probe
 
 __all__ = ["LogitCase", "LogitFile", "TokenCounter", "check_items"]
 
@@ -54,7 +58,7 @@ class LogitFile(pytest.File):
                 item.add_marker(pytest.mark.xfail(reason=case.xfail, strict=True))
             yield item
 
-    def results_for(self, item: LogitCase, probe: Any) -> behaviour.Prefetched:
+    def results_for(self, item: LogitCase, probe: Probe) -> behaviour.Prefetched:
         """Prefetched results with ``item``'s queries in them (computing the next chunk if not)."""
         key = id(probe)
         results = self._results.setdefault(key, behaviour.Prefetched())
@@ -85,8 +89,6 @@ class LogitCase(pytest.Item):
         self.problem: str | None = None  # set by check_items: fails before the model loads
 
     def probe_key(self) -> tuple:
-        from .pytest_plugin import STATE
-
         state = self.config.stash[STATE]
         suite = self.parent.suite
         return state.key_for(self.get_closest_marker("logitprobe"),
@@ -94,8 +96,6 @@ class LogitCase(pytest.Item):
 
     def runtest(self) -> None:
         __tracebackhide__ = True
-        from .pytest_plugin import STATE
-
         if self.problem is not None:
             raise behaviour.BehaviourFileError(self.problem)
         probe = self.config.stash[STATE].get(self.probe_key())

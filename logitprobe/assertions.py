@@ -28,6 +28,7 @@ from ._evidence import (LogitAssertionError, better_spelling, describe, join_hin
 from .errors import InvalidArgument
 
 if TYPE_CHECKING:
+    from .probe import Probe
     from .results import Candidate, NextToken, Score
 
 __all__ = [
@@ -306,7 +307,7 @@ def assert_prob_decreases(before: NextToken, after: NextToken, token: Any, *,
 
 
 @_check
-def assert_greedy_starts_with(probe: Any, prompt: str, text: str, *,
+def assert_greedy_starts_with(probe: Probe, prompt: str, text: str, *,
                               interventions: Any = None, score: Score | None = None) -> Score:
     """Greedy decoding from ``prompt`` produces text that starts with ``text``.
 

@@ -24,6 +24,12 @@ import textwrap
 import traceback
 from typing import Any, NoReturn, Sequence
 
+import logitprobe
+
+from ._text import clip, short
+from .cli_commands import COMMANDS, CheckFailed
+from .errors import InvalidArgument, LogitProbeError, ModelUnavailableError
+
 __all__ = ["EXIT_CODES", "build_parser", "exit_code", "main"]
 
 EXIT_OK = 0
@@ -183,8 +189,6 @@ def exit_code(exc: BaseException) -> int:
     (a file named on the command line that cannot be read or written). Anything
     else is unexpected and exits 4.
     """
-    from logitprobe.errors import LogitProbeError, ModelUnavailableError
-
     if isinstance(exc, ModelUnavailableError):
         return EXIT_MODEL
     if isinstance(exc, (LogitProbeError, OSError)):
@@ -208,9 +212,6 @@ def _report_error(kind: str, message: str, code: int, *, as_json: bool) -> int:
 
 def _check_text(args: argparse.Namespace) -> None:
     """Text arguments must be UTF-8: undecodable argv bytes arrive as lone surrogates."""
-    from logitprobe.errors import InvalidArgument
-    from logitprobe.tokens import _short
-
     for dest, name in _TEXT_ARGUMENTS.items():
         value = getattr(args, dest, None)
         values = [value] if isinstance(value, str) else list(value or ())
@@ -220,7 +221,7 @@ def _check_text(args: argparse.Namespace) -> None:
             except UnicodeEncodeError as exc:
                 where = name if isinstance(value, str) else f"{name}[{i}]"
                 raise InvalidArgument(
-                    f"{where}={_short(text)}: not valid UTF-8 text ({text[exc.start]!r} is a "
+                    f"{where}={short(text, 60)}: not valid UTF-8 text ({text[exc.start]!r} is a "
                     f"lone surrogate, what Python makes of bytes it could not decode); "
                     f"pass the text in UTF-8") from None
 
@@ -242,15 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.version:
-        import logitprobe
-
         print(logitprobe.__version__)
         return EXIT_OK
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from logitprobe.cli_commands import COMMANDS, CheckFailed
-
     try:
         _check_text(args)
         print(COMMANDS[args.command](args))
@@ -264,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.traceback or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
             traceback.print_exc()
         first = (str(exc).strip().splitlines() or [""])[0]
-        first = first if len(first) <= 300 else first[:299] + "…"
+        first = clip(first, 300)
         message = (f"unexpected {type(exc).__name__}{': ' + first if first else ''} (rerun with "
                    f"--traceback or {TRACEBACK_ENV}=1 for the full traceback)")
         return _report_error(type(exc).__name__, message, code, as_json=as_json)

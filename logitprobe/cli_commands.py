@@ -10,6 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import logitprobe
+
+from ._text import short
+from .behaviour import Suite, load_suite, run_suite
+from .errors import InvalidArgument
+from .interventions import load as load_specs
+
 __all__ = ["COMMANDS", "CheckFailed"]
 
 
@@ -22,8 +29,6 @@ class CheckFailed(Exception):
 
 
 def _load(args: argparse.Namespace) -> Any:
-    import logitprobe
-
     bos = {"auto": None, "yes": True, "no": False}[args.prepend_bos]
     # load() is silent; on a terminal, a bar for what takes seconds (the first dequantization)
     return logitprobe.load(args.model, device=args.device, prepend_bos=bos,
@@ -65,8 +70,6 @@ def _interventions(args: argparse.Namespace) -> Any:
     path = getattr(args, "interventions", None)
     if path is None:
         return None
-    from logitprobe.interventions import load as load_specs
-
     return load_specs(path)
 
 
@@ -162,18 +165,16 @@ def plot(args: argparse.Namespace) -> str:
     from matplotlib.backend_bases import FigureCanvasBase
 
     from logitprobe import plot as lp_plot
-    from logitprobe.errors import InvalidArgument
-    from logitprobe.tokens import _short
 
     out = Path(args.out)
     formats = sorted(FigureCanvasBase.get_supported_filetypes())  # png, svg, pdf, ...
     if out.suffix[1:].lower() not in formats:
         given = repr(out.suffix) if out.suffix else "no extension"
-        raise InvalidArgument(f"--out={_short(args.out)}: {given} is not a figure format (the "
+        raise InvalidArgument(f"--out={short(args.out, 60)}: {given} is not a figure format (the "
                               f"extension picks it); use one of "
                               f"{', '.join('.' + f for f in formats)} (e.g. --out logits.png)")
     if args.kind == "top-k" and len(args.highlight) > 1:
-        raise InvalidArgument(f"--highlight={_short(args.highlight)}: the top-k plot marks one "
+        raise InvalidArgument(f"--highlight={short(args.highlight, 60)}: the top-k plot marks one "
                               f"token; pass one, or use --kind logits to mark several")
     probe = _load(args)
     with lp_plot.style("dark" if args.dark else "light"):
@@ -196,9 +197,6 @@ def plot(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> str:
-    import logitprobe
-    from logitprobe.behaviour import Suite, load_suite, run_suite
-
     suites = [load_suite(f) for f in args.files]  # validate every file before loading a model
     lines, records, failed = [], [], 0
     for path, suite in zip(args.files, suites):

@@ -21,7 +21,7 @@ import math
 import re
 from typing import Any, Iterable, Sequence
 
-from ._evidence import short
+from ._text import short
 from .sampling_stats import binomial_interval
 
 __all__ = ["attribution", "comparison", "evidence", "frequencies", "generation", "lens",

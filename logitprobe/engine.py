@@ -72,10 +72,6 @@ class BatchLayout:
     offset: int = 0  # absolute position of column 0 for unpadded rows (KV-cache steps)
 
     @property
-    def pad_left(self) -> tuple[int, ...]:
-        return tuple(self.seq_len - n for n in self.lengths)
-
-    @property
     def starts(self) -> tuple[int, ...]:
         """Absolute position of column 0 in each row (negative: that column is padding).
 

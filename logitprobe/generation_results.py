@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import display, records
-from .results import _shorten
+from ._text import clip
 from .sampling_stats import (ChiSquareResult, FrequencyCheck, binomial_interval, chi_square_test,
                              frequency_check)
 
@@ -92,7 +92,7 @@ class Generation:
                  f"  {'step':>4} | {'token':<20} | {'id':>7} | {'prob':>8} | {'rank':>6} | "
                  f"{'warped p':>8}"]
         for i, s in enumerate(self.steps):
-            lines.append(f"  {i:>4} | {_shorten(repr(s.token), 20):<20} | {s.id:>7} | "
+            lines.append(f"  {i:>4} | {clip(repr(s.token), 20):<20} | {s.id:>7} | "
                          f"{s.prob:>8.4f} | {s.rank:>6} | {s.warped_prob:>8.4f}")
         return "\n".join(lines)
 
@@ -182,8 +182,7 @@ class SampleFrequencies:
                  f"  {'token':<20} | {'count':>7} | {'freq':>7} | {'p':>7} | 99% interval"]
         for tid, c in self._sorted()[:rows]:
             lo, hi = binomial_interval(c, self.n, confidence=0.99)
-            tok = repr(self._vocab.decode_one(tid))
-            tok = tok if len(tok) <= 20 else tok[:19] + "…"
+            tok = clip(repr(self._vocab.decode_one(tid)), 20)
             lines.append(f"  {tok:<20} | {c:>7} | {c / self.n:>7.4f} | "
                          f"{float(self._probs[tid]):>7.4f} | [{lo:.4f}, {hi:.4f}]")
         if len(self._counts) > rows:

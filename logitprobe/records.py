@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidArgument, LogitProbeError
+from .errors import InvalidArgument, OptionalDependencyError
 from .sampling_stats import binomial_interval
 
 if TYPE_CHECKING:
@@ -25,10 +25,6 @@ __all__ = ["OptionalDependencyError", "attribution", "candidates", "comparison",
            "generation", "lens", "next_token", "patch_sweep", "score", "to_pandas"]
 
 Record = dict[str, Any]
-
-
-class OptionalDependencyError(LogitProbeError, ImportError):
-    """An optional package a call needs (pandas for ``to_pandas()``) is not installed."""
 
 
 def to_pandas(records: list[Record]) -> "pandas.DataFrame":

@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Iterator, Sequence, Union
 
 import torch
 
-from . import display, records
+from . import _stats, display, records
+from ._text import clip
+from .tokens import check_k
+
 if TYPE_CHECKING:
     import pandas
 
@@ -99,14 +102,10 @@ def format_table(rows: Sequence[Candidate], *, marked: int | None = None) -> str
     for c in rows:
         mark = ">" if marked is not None and c.id == marked else " "
         lines.append(
-            f"{mark} {c.rank:>6} | {_shorten(repr(c.token), 20):<20} | {c.id:>7} | "
+            f"{mark} {c.rank:>6} | {clip(repr(c.token), 20):<20} | {c.id:>7} | "
             f"{c.logit:>9.3f} | {c.prob:>8.4f}"
         )
     return "\n".join(lines)
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 class TopK(Sequence[Candidate]):
@@ -252,8 +251,6 @@ class NextToken:
 
     def top(self, k: int = 10) -> TopK:
         """The ``k`` most likely tokens, best first (ties broken by lower id)."""
-        from .tokens import check_k
-
         k = check_k(k, self.vocab_size)
         values, ids = torch.topk(self._logits, min(k + 1, self.vocab_size))
         if k < self.vocab_size and values[k] == values[k - 1]:
@@ -297,9 +294,7 @@ class NextToken:
 
     def entropy(self) -> float:
         """Shannon entropy of the next-token distribution, in nats."""
-        lp = self._logprobs
-        p = lp.exp()
-        return float(-(torch.where(p > 0, p * lp, torch.zeros_like(lp))).sum())
+        return _stats.entropy(self._logprobs)
 
     @property
     def argmax(self) -> Candidate:
@@ -377,7 +372,7 @@ class Score:
                  f"logprob={self.logprob:.4f} (greedy={self.is_greedy})",
                  f"  {'token':<20} | {'logprob':>9} | {'prob':>8} | {'rank':>6}"]
         for t in self.tokens:
-            lines.append(f"  {_shorten(repr(t.token), 20):<20} | {t.logprob:>9.4f} | "
+            lines.append(f"  {clip(repr(t.token), 20):<20} | {t.logprob:>9.4f} | "
                          f"{t.prob:>8.4f} | {t.rank:>6}")
         return "\n".join(lines)
 
