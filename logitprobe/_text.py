@@ -12,6 +12,7 @@ cell). Both end a cut with ``…``.
 
 from __future__ import annotations
 
+import re
 import reprlib
 from typing import Any
 
@@ -38,3 +39,45 @@ def short(text: Any, width: int = PROMPT_WIDTH) -> str:
 def clip(text: str, width: int) -> str:
     """``text`` itself (no ``repr``) cut to ``width`` characters, ending in ``…`` when cut."""
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+_SPEC = re.compile(r"^(?P<align>[<>^]?)(?P<sign>[+\- ]?)(?P<width>\d*)(?P<rest>.*)$")
+
+
+class Table:
+    """The one text-table layout of logitprobe's reports: ``  a | b`` columns, rows marked.
+
+    Each column is ``(title, format spec)``; a row is one call of :meth:`row`. Text cells
+    are cut to the column's width with :func:`clip` (a table never grows past its header),
+    numbers take the spec (``">9.3f"``); the title takes only the alignment and width.
+
+    >>> t = Table(("rank", ">4"), ("token", "<6"), ("p", ">6.3f"))
+    >>> print("\\n".join([*t.header(), t.row(1, "' Paris'", 0.5, mark=">")]))
+      rank | token  |      p
+      ----------------------
+    >    1 | ' Par… |  0.500
+    """
+
+    def __init__(self, *columns: tuple[str, str]):
+        self.columns = columns
+
+    def header(self, rule: bool = True) -> list[str]:
+        """The title line (and a rule of dashes under it)."""
+        head = "  " + " | ".join(format(title, self._plain(spec)) for title, spec in self.columns)
+        return [head, "  " + "-" * (len(head) - 2)] if rule else [head]
+
+    def row(self, *cells: Any, mark: str = " ") -> str:
+        """One row; ``mark`` (one character, ``>`` for the row a report is about) leads it."""
+        shown = []
+        for (_, spec), cell in zip(self.columns, cells):
+            if isinstance(cell, str):
+                width = _SPEC.match(spec).group("width")  # type: ignore[union-attr]
+                shown.append(format(clip(cell, int(width)) if width else cell, self._plain(spec)))
+            else:
+                shown.append(format(cell, spec))
+        return f"{mark} " + " | ".join(shown)
+
+    @staticmethod
+    def _plain(spec: str) -> str:
+        m = _SPEC.match(spec)
+        return f"{m.group('align')}{m.group('width')}" if m else ""  # type: ignore[union-attr]

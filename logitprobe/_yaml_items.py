@@ -52,6 +52,7 @@ class LogitFile(pytest.File):
         self._results: dict[int, behaviour.Prefetched] = {}
         for case in self.suite.cases:
             item = LogitCase.from_parent(self, name=case.name, case=case)
+            # The marks give pytest's outcomes the rule of behaviour.case_status (strict xfail).
             if case.skip:
                 item.add_marker(pytest.mark.skip(reason=case.skip))
             if case.xfail:

@@ -39,9 +39,9 @@ from .progress import check_progress, track
 if TYPE_CHECKING:
     from .probe import Probe
 
-__all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Prefetched", "Suite",
-           "check_case", "load_suite", "parse_suite", "prefetch", "queries", "run_suite",
-           "token_problem"]
+__all__ = ["SPECS", "STATUSES", "BehaviourFileError", "Case", "Expectation", "Prefetched", "Suite",
+           "case_status", "check_case", "load_suite", "parse_suite", "prefetch", "queries",
+           "run_suite", "token_problem"]
 
 
 # -- batching and checking ---------------------------------------------------------------
@@ -229,6 +229,22 @@ def token_problem(case: Case, counter: Any) -> str | None:
                         f"are {total + 1} tokens, longer than the model's context of {n_ctx}; "
                         "shorten them")
     return None
+
+
+STATUSES = ("passed", "failed", "skipped", "xfailed", "XPASS")
+
+
+def case_status(case: Case, failure: Exception | None) -> str:
+    """A checked case's outcome, as the pytest plugin reports it: one of :data:`STATUSES`.
+
+    ``skip:`` cases are ``skipped``; ``xfail:`` cases are strict (``xfailed`` when they fail,
+    ``XPASS`` when they pass, which fails the run, as ``failed`` does).
+    """
+    if case.skip:
+        return "skipped"
+    if case.xfail:
+        return "xfailed" if failure is not None else "XPASS"
+    return "failed" if failure is not None else "passed"
 
 
 def run_suite(probe: Probe, suite: Suite | str | Path, *,

@@ -13,7 +13,7 @@ from typing import Any
 import logitprobe
 
 from ._text import short
-from .behaviour import Suite, load_suite, run_suite
+from .behaviour import STATUSES, Suite, case_status, load_suite, run_suite
 from .errors import InvalidArgument
 from .interventions import load as load_specs
 
@@ -199,25 +199,23 @@ def plot(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> str:
     suites = [load_suite(f) for f in args.files]  # validate every file before loading a model
     lines, records, failed = [], [], 0
+    given = args.model
     for path, suite in zip(args.files, suites):
-        args.model = args.model or suite.model or "gpt2"
+        args.model = given or suite.model or "gpt2"  # each file's own `model:` unless --model
         probe = _load(args)
         active = [c for c in suite.cases if not c.skip]
         outcome = dict(zip([id(c) for c in active],
                            [exc for _, exc in run_suite(probe, Suite(suite.source, tuple(active)))]))
         for case in suite.cases:
             exc = outcome.get(id(case))
-            status = ("skipped" if case.skip else
-                      ("xfailed" if exc else "XPASS") if case.xfail else
-                      "failed" if exc else "passed")
+            status = case_status(case, exc)
             failed += status in ("failed", "XPASS")
             records.append({"file": str(path), "case": case.name, "status": status,
                             "message": str(exc) if exc else None})
             lines.append(f"{status.upper():>8}  {path}::{case.name}")
             if status == "failed":
                 lines += ["          " + line for line in str(exc).splitlines()]
-    counts = {s: sum(r["status"] == s for r in records)
-              for s in ("passed", "failed", "skipped", "xfailed", "XPASS")}
+    counts = {s: sum(r["status"] == s for r in records) for s in STATUSES}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("passed", "failed"))
     report = _json(results=records, summary=counts) if args.json else "\n".join([*lines, summary])
     if failed:

@@ -30,8 +30,8 @@ import torch
 
 from ._validate import position as _position
 from ._validate import prompt_list as _prompt_list
-from .backends import _position_ids, own_hooks
-from .engine import BatchLayout
+from .backends import own_hooks
+from .engine import left_pad
 from .errors import InvalidArgument, LogitProbeError
 from .lens_results import Attribution, LensResult
 from .tokens import check_k
@@ -191,33 +191,22 @@ def _run_cached(probe: Probe, seqs: list[tuple], names: list[str], intervention:
         else:
             groups.append([i])
     for rows in groups:
-        lengths = [len(seqs[i][0]) for i in rows]
-        T = max(lengths)
-        tokens = torch.full((len(rows), T), probe.engine.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), T), dtype=torch.long)
-        for r, i in enumerate(rows):
-            tokens[r, T - lengths[r]:] = torch.tensor(seqs[i][0])
-            mask[r, T - lengths[r]:] = 1
+        batch = left_pad([seqs[i][0] for i in rows], probe.engine.pad_id)
         kwargs: dict[str, Any] = {}
-        if min(lengths) != T:
-            kwargs = {"attention_mask": mask.to(probe.device),
-                      "position_ids": _position_ids(mask).to(probe.device)}
-        layout = BatchLayout(lengths=tuple(lengths), seq_len=T, keep=1)
-        hooks = intervention.hooks(layout) if intervention is not None else []
+        if batch.padded:
+            kwargs = {"attention_mask": batch.mask.to(probe.device),
+                      "position_ids": batch.position_ids().to(probe.device)}
+        hooks = intervention.hooks(batch.layout(keep=1)) if intervention is not None else []
         late = sorted({name for name, _ in hooks if name.startswith(_AFTER_THE_STREAM)})
         if late:
             raise InvalidArgument(f"interventions: {late!r} edit the final norm or the logits, "
                                   "after the residual stream that the lens and attribution read, "
                                   "so they cannot show them; use next_token for logit edits")
         with probe.engine.lock, torch.no_grad(), own_hooks(model, hooks):
-            out, cache = model.run_with_cache(tokens.to(probe.device), names_filter=names,
+            out, cache = model.run_with_cache(batch.tokens.to(probe.device), names_filter=names,
                                               pos_slice=slice(-1, None), logits_to_keep=1,
                                               **kwargs)
-        stats = probe.engine.stats
-        stats.forwards += 1
-        stats.sequences += len(rows)
-        stats.tokens += sum(lengths)
-        stats.padded_tokens += T * len(rows) - sum(lengths)
+        probe.engine.stats.count(batch)
         yield rows, cache, out
 
 

@@ -16,6 +16,7 @@ from .budget import DEFAULT_MAX_CALL_BYTES, check_limit
 from .engine import Engine, Stats
 from .errors import InvalidArgument, PromptError
 from .generation import GenerationMixin
+from .interventions.state import InterventionState
 from .interventions.use import InterventionMixin
 from .lens import LensMixin
 from .progress import bar, check_progress
@@ -65,6 +66,7 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         self.engine = Engine(self.backend, pad_id=int(pad), cache_bytes=cache_bytes,
                              max_batch_tokens=max_batch_tokens)
         self.engine.decode = self.vocab.decode  # names the prompt in NonFiniteLogitsError
+        self._intervention_state = InterventionState()  # intervene blocks, hook facts, references
 
     # -- facts -----------------------------------------------------------------------
     @property

@@ -67,7 +67,7 @@ def frequencies(freq: Any, rows: int | None = None, confidence: float = 0.99) ->
     items = freq._sorted()
     for tid, count in items if rows is None else items[:rows]:
         lo, hi = binomial_interval(count, freq.n, confidence=confidence)
-        out.append({"prompt": freq.prompt, "token": freq._vocab.decode_one(tid), "id": tid,
+        out.append({"prompt": freq.prompt, "token": freq.vocab.decode_one(tid), "id": tid,
                     "count": count, "freq": count / freq.n, "p": float(freq._probs[tid]),
                     "low": lo, "high": hi})
     return out

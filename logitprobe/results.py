@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence, Union
 import torch
 
 from . import _stats, display, records
-from ._text import clip
+from ._text import Table
 from .tokens import check_k
 
 if TYPE_CHECKING:
@@ -95,16 +95,16 @@ def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
 
 
+_TABLE = Table(("rank", ">6"), ("token", "<20"), ("id", ">7"), ("logit", ">9.3f"),
+               ("prob", ">8.4f"))
+
+
 def format_table(rows: Sequence[Candidate], *, marked: int | None = None) -> str:
     """``rank | token | id | logit | prob`` table; the row whose id is ``marked`` gets ``>``."""
-    header = f"  {'rank':>6} | {'token':<20} | {'id':>7} | {'logit':>9} | {'prob':>8}"
-    lines = [header, "  " + "-" * (len(header) - 2)]
+    lines = _TABLE.header()
     for c in rows:
         mark = ">" if marked is not None and c.id == marked else " "
-        lines.append(
-            f"{mark} {c.rank:>6} | {clip(repr(c.token), 20):<20} | {c.id:>7} | "
-            f"{c.logit:>9.3f} | {c.prob:>8.4f}"
-        )
+        lines.append(_TABLE.row(c.rank, repr(c.token), c.id, c.logit, c.prob, mark=mark))
     return "\n".join(lines)
 
 
@@ -194,6 +194,11 @@ class NextToken:
         self.prompt = prompt
         self.token_ids = tuple(token_ids)
         self.position = position  # 0-based index of the position read, in token_ids
+
+    @property
+    def vocab(self) -> Vocabulary:
+        """The model's :class:`~logitprobe.tokens.Vocabulary` (tokens <-> ids, as the probe's)."""
+        return self._vocab
 
     @property
     def logits(self) -> torch.Tensor:
@@ -368,12 +373,12 @@ class Score:
         return math.exp(-self.logprob / len(self.tokens))
 
     def __str__(self) -> str:
+        table = Table(("token", "<20"), ("logprob", ">9.4f"), ("prob", ">8.4f"), ("rank", ">6"))
         lines = [f"Score of {self.continuation!r} after {self.prompt!r}: "
                  f"logprob={self.logprob:.4f} (greedy={self.is_greedy})",
-                 f"  {'token':<20} | {'logprob':>9} | {'prob':>8} | {'rank':>6}"]
+                 *table.header(rule=False)]
         for t in self.tokens:
-            lines.append(f"  {clip(repr(t.token), 20):<20} | {t.logprob:>9.4f} | "
-                         f"{t.prob:>8.4f} | {t.rank:>6}")
+            lines.append(table.row(repr(t.token), t.logprob, t.prob, t.rank))
         return "\n".join(lines)
 
     # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------

@@ -25,7 +25,7 @@ LAZY = {  # (importer, imported): why it is imported inside a function
     ("logitprobe.pytest_plugin", "logitprobe.loading"): TORCH_FREE_PLUGIN,
     ("logitprobe._evidence", "logitprobe.results"): TORCH_FREE_YAML,
     ("logitprobe._checks", "logitprobe.results"): TORCH_FREE_YAML,
-    ("logitprobe.assertions", "logitprobe._compare"): TORCH_FREE_YAML,
+    ("logitprobe.assertions", "logitprobe._reports"): TORCH_FREE_YAML,
     ("logitprobe.loading", "logitprobe.probe"): ("`import logitprobe.loading` (YAML collection, "
                                                  "the CLI) imports no torch until load() runs"),
     ("logitprobe.cli_commands", "logitprobe.results"): "`logitprobe --help` imports no torch",

@@ -92,7 +92,7 @@ def check_hook(probe: Probe, spec: Spec, names: frozenset[str]) -> str:
 
 def hook_info(probe: Probe, hooks: Sequence[str]) -> dict[str, HookInfo]:
     """Layouts of ``hooks``' activations, probed once per probe with a (2, 3) forward."""
-    known: dict[str, HookInfo] = probe.__dict__.setdefault("_lp_hook_info", {})
+    known = probe._intervention_state.hook_info
     missing = sorted(set(hooks) - set(known))
     if missing:
         seen: dict[str, torch.Tensor] = {}
@@ -183,7 +183,7 @@ def check_prompt(probe: Probe, spec: Spec, prompt: str, name: str) -> list[int]:
 
 def activations(probe: Probe, prompt: str, hook: str) -> torch.Tensor:
     """``hook``'s activation on ``prompt`` alone, ``(pos, *features)``, cached per probe."""
-    cache: dict = probe.__dict__.setdefault("_lp_activations", {})
+    cache = probe._intervention_state.activations
     key = (hook, prompt)
     if key not in cache:
         while len(cache) >= _MAX_ACTIVATIONS:  # oldest first

@@ -363,8 +363,7 @@ def _prepare(probe: Probe, plan: _Plan) -> None:
 
 
 def _hook_names(probe: Probe) -> frozenset[str]:
-    names = getattr(probe, "_lp_hook_names", None)
-    if names is None:
-        names = frozenset(probe.model.hook_dict)
-        probe._lp_hook_names = names
-    return names
+    state = probe._intervention_state
+    if state.hook_names is None:
+        state.hook_names = frozenset(probe.model.hook_dict)
+    return state.hook_names

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ..errors import InvalidArgument
@@ -27,27 +26,14 @@ if TYPE_CHECKING:
 __all__ = ["InterventionMixin", "close_scope", "open_scope"]
 
 
-def _scope_var(probe: Probe) -> contextvars.ContextVar:
-    # One context variable per probe: an ``intervene`` block applies to the queries of
-    # its own thread (or asyncio task) only, never to another thread's queries.
-    var = probe.__dict__.get("_lp_scope_var")
-    if var is None:
-        fresh = contextvars.ContextVar("logitprobe_intervene", default=None)
-        var = probe.__dict__.setdefault("_lp_scope_var", fresh)
-    return var
-
-
 def open_scope(probe: Probe) -> Interventions | None:
     """The interventions of the ``intervene`` blocks open in this context, or None."""
-    var = probe.__dict__.get("_lp_scope_var")
-    return None if var is None else var.get()
+    return probe._intervention_state.scope.get()
 
 
 def close_scope(probe: Probe) -> None:
     """Close every ``intervene`` block open in this context (the pytest plugin's cleanup)."""
-    var = probe.__dict__.get("_lp_scope_var")
-    if var is not None:
-        var.set(None)
+    probe._intervention_state.scope.set(None)
 
 
 class InterventionMixin:
@@ -89,7 +75,7 @@ class InterventionMixin:
             raise InvalidArgument("intervene(): give at least one spec, e.g. "
                                   "probe.intervene(SetLogit(' coffee', to='max+10'))")
         compiled = compile_specs(self, specs)
-        var = _scope_var(self)
+        var = self._intervention_state.scope
         previous = var.get()
         var.set(compiled if previous is None else previous + compiled)
         try:
