@@ -2,7 +2,7 @@
 
 Tests are selectable by cost: ``pytest -m "not slow"`` (``make test-fast``) runs the unit
 tests on the tiny random models; ``pytest`` runs everything. A test is ``slow`` when it is
-marked so, needs the embedded SmolLM2 model (a ``smol*`` fixture), runs pytest through
+marked so, needs the embedded SmolLM2 model (a ``smol*`` fixture or parameter), runs pytest through
 ``pytester``, or lives in a module listed in ``SLOW_MODULES`` (docs, examples, notebooks,
 benchmarks, subprocess runs of the command line).
 """
@@ -75,7 +75,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         module = getattr(item, "module", None)
         name = module.__name__.rpartition(".")[2] if module is not None else ""
-        if name in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        smol_param = any(isinstance(v, str) and v.startswith("smol") for v in params.values())
+        if (name in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or smol_param):  # parametrized over models, fetched with getfixturevalue
             item.add_marker(pytest.mark.slow)
 
 
