@@ -13,7 +13,7 @@ TL3_SPEC ?= transformer-lens==3.9.0
 TL3_DEPS ?= "transformers>=5.9,<6" "gguf>=0.10" "pyyaml>=6" "matplotlib>=3.8" \
 	"pytest>=8" "hypothesis>=6.100" "tokenizers>=0.20"
 
-.PHONY: demo test test-tl3 scale-check install bench docs clean
+.PHONY: demo test test-fast test-tl3 scale-check install bench docs clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -n 2
+
+# The unit tests on the tiny random models (no SmolLM2, no subprocess runs): the inner loop.
+test-fast: install
+	$(PY) -m pytest -n 2 -m "not slow"
 
 # logitprobe is installed with --no-deps, so its TransformerLens 4 pin is not enforced there.
 $(TL3_VENV)/.installed: pyproject.toml Makefile

@@ -1,4 +1,7 @@
-"""Argument checks and report pieces shared by the assertion helpers (:mod:`logitprobe.assertions`)."""
+"""Argument checks of the assertion helpers (:mod:`logitprobe.assertions`).
+
+Their report pieces (tables, hints) are in :mod:`logitprobe._evidence`.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +9,13 @@ import functools
 import math
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from ._evidence import (LogitAssertionError, Target, better_spelling, join_hints, prompt_line,
-                        resolve, several_tokens_hint, short, table)
+from ._evidence import LogitAssertionError, Target, resolve, short
 from .errors import InvalidArgument
 
 if TYPE_CHECKING:
     from .results import NextToken
 
 F = TypeVar("F", bound=Callable[..., Any])
-ROWS = 10  # rows of the evidence table beyond what a check needs
 
 
 def _check(fn: F) -> F:
@@ -62,25 +63,5 @@ def _rank(value: Any, name: str, vocab_size: int) -> int:
     return value
 
 
-def _k(value: Any, vocab_size: int) -> int:
-    from .tokens import check_k
-
-    return check_k(value, vocab_size)
-
-
 def _target(nt: NextToken, token: Any, name: str = "token") -> Target:
-    return resolve(nt._vocab, token, name=name)
-
-
-def _report(nt: NextToken, *, rows: int, marked: list[int], cut: int | None = None) -> str:
-    return prompt_line(nt) + "\n" + table(nt, k=min(max(rows, ROWS), 25), marked=marked, cut=cut)
-
-
-def _several(nt: NextToken, target: Target, what: str) -> LogitAssertionError:
-    """The failure of a positive check on a string of several tokens."""
-    return LogitAssertionError(
-        f"{target.label()} is {len(target.pieces)} tokens, so it cannot be {what} after "
-        f"{short(nt.prompt, 80)}",
-        _report(nt, rows=ROWS, marked=[target.pieces[0]]),
-        join_hints(better_spelling(nt, nt._vocab, target, None),
-                   several_tokens_hint(nt, nt._vocab, target)))
+    return resolve(nt.vocab, token, name=name)

@@ -7,11 +7,11 @@ Shared by :mod:`logitprobe.assertions` (full reports) and the pytest plugin's
 
 from __future__ import annotations
 
-import reprlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable
 
-from .errors import LogitProbeError, TokenError
+from ._text import Table, clip, short
+from .errors import LogitAssertionError, TokenError
 
 if TYPE_CHECKING:
     from .results import Candidate, NextToken, TopK
@@ -20,31 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["LogitAssertionError", "Target", "compact_contains", "compact_equals", "resolve",
            "table"]
 
-PROMPT_WIDTH = 300  # characters of a prompt shown in a full report
-
-
-class LogitAssertionError(LogitProbeError, AssertionError):
-    """A behavioural check failed; ``str(err)`` is the whole report.
-
-    ``verdict`` is the one-line summary, ``evidence`` the tables, ``hint`` a
-    suggestion or None. An ``AssertionError``, so pytest and plain scripts treat
-    it as a failed ``assert``.
-    """
-
-    __module__ = "logitprobe"  # where users import it from (and how tracebacks name it)
-
-    def __init__(self, verdict: str, evidence: str = "", hint: str | None = None):
-        self.verdict = verdict
-        self.evidence = evidence
-        self.hint = hint
-        parts = [verdict] + ([evidence] if evidence else []) + ([f"hint: {hint}"] if hint else [])
-        super().__init__("\n".join(parts))
-
-    def _repr_html_(self) -> str:
-        """The report in a notebook: verdict, evidence (``>`` rows highlighted), hint."""
-        from . import display  # display imports this module
-
-        return display.evidence(self)
 
 
 @dataclass(frozen=True)
@@ -86,33 +61,17 @@ def require_single(vocab: Vocabulary, target: Target, check: str, name: str = "t
     return target.id
 
 
-def short(text: Any, width: int = PROMPT_WIDTH) -> str:
-    """``repr(text)`` cut to ``width`` characters, in time and memory bounded by ``width``.
-
-    Any value may be given: containers are shown through :mod:`reprlib` (a few items
-    per level, a few levels), so a value built from YAML aliases that would print as
-    gigabytes is never expanded.
-    """
-    if isinstance(text, str):
-        shown = repr(text if len(text) <= 4 * width else text[: 4 * width])
-    else:
-        brief = reprlib.Repr()  # at most 6 items per level, 3 levels deep
-        brief.maxlevel, brief.maxlist, brief.maxdict = 3, 6, 6
-        brief.maxstring = brief.maxother = max(width, 20)
-        shown = brief.repr(text)
-    return shown if len(shown) <= width else shown[: width - 2] + "…" + shown[-1]
-
-
 def pieces_text(vocab: Vocabulary, target: Target) -> str:
     return repr([vocab.decode_one(i) for i in target.pieces])
 
 
 # -- tables ------------------------------------------------------------------------------
+CANDIDATES = Table(("rank", ">6"), ("token", "<20"), ("id", ">7"), ("logit", ">9.3f"),
+                   ("prob", ">8.4f"), ("logprob", ">9.3f"))
+
+
 def row(c: Candidate, mark: str = " ") -> str:
-    token = repr(c.token)
-    token = token if len(token) <= 20 else token[:19] + "…"
-    return (f"{mark} {c.rank:>6} | {token:<20} | {c.id:>7} | {c.logit:>9.3f} | {c.prob:>8.4f}"
-            f" | {c.logprob:>9.3f}")
+    return CANDIDATES.row(c.rank, repr(c.token), c.id, c.logit, c.prob, c.logprob, mark=mark)
 
 
 def table(nt: NextToken, *, k: int, marked: Iterable[int] = (), title: str | None = None,
@@ -122,9 +81,7 @@ def table(nt: NextToken, *, k: int, marked: Iterable[int] = (), title: str | Non
     ``cut`` draws a line after that many rows (where a top-``cut`` check ends).
     """
     marked = list(dict.fromkeys(marked))
-    head = (f"  {'rank':>6} | {'token':<20} | {'id':>7} | {'logit':>9} | {'prob':>8} | "
-            f"{'logprob':>9}")
-    lines = ([title] if title else []) + [head, "  " + "-" * (len(head) - 2)]
+    lines = ([title] if title else []) + CANDIDATES.header()
     top = nt.top(min(k, nt.vocab_size))
     for i, c in enumerate(top, 1):
         lines.append(row(c, ">" if c.id in marked else " "))
@@ -202,7 +159,7 @@ def compact_contains(op: str, left: Any, right: TopK) -> list[str] | None:
     cand, hint = None, None
     if nt is not None:
         try:
-            target = resolve(nt._vocab, left)
+            target = resolve(nt.vocab, left)
         except TokenError as exc:
             return [f"{left!r} {op} top {k}: {exc}"[:600]]
         if target.single:
@@ -210,9 +167,9 @@ def compact_contains(op: str, left: Any, right: TopK) -> list[str] | None:
             if op == "in":
                 near = (f"near miss, {cand.rank - k} place(s) outside the top {k}"
                         if cand.rank <= 2 * k else None)
-                hint = join_hints(better_spelling(nt, nt._vocab, target, cand.rank), near)
+                hint = join_hints(better_spelling(nt, nt.vocab, target, cand.rank), near)
         else:
-            hint = several_tokens_hint(nt, nt._vocab, target)
+            hint = several_tokens_hint(nt, nt.vocab, target)
     # pytest prints "assert " + the first line.
     label = repr(left) if not hasattr(left, "token") else repr(left.token)
     where = f": it is rank {cand.rank}" if cand else ""
@@ -261,16 +218,16 @@ def compact_equals(op: str, left: Any, right: Any) -> list[str] | None:
                 f"{describe(left)})"[:600]]
     prompt = short(nt.prompt, 80)
     try:
-        target = resolve(nt._vocab, right)
+        target = resolve(nt.vocab, right)
     except TokenError as exc:
         return [f"{left.token!r} {op} {right!r}: {exc}"[:600]]
     cand = nt.candidate(target.id) if target.single else None
     head = f"{left.token!r} (rank {left.rank}) {op} {_label(right, target)} after {prompt}"
     lines = [head + (f": {_label(right, target)} is rank {cand.rank}" if cand else "")]
     if target.single:
-        hint = better_spelling(nt, nt._vocab, target, cand.rank) if op == "==" else None
+        hint = better_spelling(nt, nt.vocab, target, cand.rank) if op == "==" else None
     else:
-        hint = several_tokens_hint(nt, nt._vocab, target)
+        hint = several_tokens_hint(nt, nt.vocab, target)
     marks = {left.id: "*"}
     if cand is not None:
         marks[cand.id] = ">"
@@ -298,8 +255,7 @@ def _side(name: str, c: Any) -> str:
 
 
 def _compact_row(c: Candidate, mark: str) -> str:
-    token = repr(c.token)
-    token = token if len(token) <= 18 else token[:17] + "…"
+    token = clip(repr(c.token), 18)
     return f"{mark}{c.rank:>6} {token:<18} p={c.prob:<9.4g} logit={c.logit:.3f}"
 
 
@@ -307,5 +263,20 @@ def describe(c: Candidate) -> str:
     return f"rank {c.rank}, p={c.prob:.4g}, logit={c.logit:.3f}"
 
 
-def candidates_line(cands: Sequence[Candidate]) -> str:
-    return ", ".join(f"{c.token!r} ({describe(c)})" for c in cands)
+# -- the report of a failed assert_* helper -------------------------------------------------
+ROWS = 10  # rows of the evidence table beyond what a check needs
+
+
+def report(nt: NextToken, *, rows: int, marked: list[int], cut: int | None = None) -> str:
+    """The prompt line, then the top ``max(rows, ROWS)`` rows (at most 25) with ``marked`` rows."""
+    return prompt_line(nt) + "\n" + table(nt, k=min(max(rows, ROWS), 25), marked=marked, cut=cut)
+
+
+def several_tokens_failure(nt: NextToken, target: Target, what: str) -> LogitAssertionError:
+    """The failure of a positive check on a string of several tokens."""
+    return LogitAssertionError(
+        f"{target.label()} is {len(target.pieces)} tokens, so it cannot be {what} after "
+        f"{short(nt.prompt, 80)}",
+        report(nt, rows=ROWS, marked=[target.pieces[0]]),
+        join_hints(better_spelling(nt, nt.vocab, target, None),
+                   several_tokens_hint(nt, nt.vocab, target)))

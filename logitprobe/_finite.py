@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 
+from ._text import short
 from .errors import NonFiniteLogitsError
 
 __all__ = ["Bad", "explain", "find_nonfinite"]
@@ -67,18 +68,18 @@ def culprit(intervention: Any, fails: Callable[[Any], bool]) -> str:
         prefixes = _prefixes(intervention)
         for i, (spec, cut) in enumerate(prefixes):
             if fails(cut):
-                return f"{_clip(repr(spec))} (intervention {i + 1} of {len(prefixes)})"
+                return f"{short(spec, 160)} (intervention {i + 1} of {len(prefixes)})"
     finally:
         for p, n in zip(plans, fired):  # diagnosis runs do not count as fired
             p.fired = n
-    return f"the interventions {_clip(repr(intervention))} together"
+    return f"the interventions {short(intervention, 160)} together"
 
 
 def explain(bad: Bad, *, position: int, n_tokens: int, prompt: str | None, intervention: Any,
             fails: Callable[[Any], bool]) -> NonFiniteLogitsError:
     """The error for ``bad`` at 0-based ``position`` of an ``n_tokens``-token sequence."""
     who = culprit(intervention, fails)
-    text = _short(prompt) if prompt is not None else "the prompt"
+    text = short(prompt, 80) if prompt is not None else "the prompt"
     where = f"at position {position} of {text} ({n_tokens} tokens)"
     if bad.what == "no finite logit":
         found = "have no finite value: every token's logit is -inf (every token is banned)"
@@ -92,12 +93,3 @@ def explain(bad: Bad, *, position: int, n_tokens: int, prompt: str | None, inter
             fix = ("check the weights (an edit that wrote NaN or inf?) and the dtype (float16 "
                    "overflows above 65504; try dtype=torch.float32)")
     return NonFiniteLogitsError(f"the logits {where} {found}; produced by {who}. Fix: {fix}")
-
-
-def _short(text: str, width: int = 80) -> str:
-    shown = repr(text)
-    return shown if len(shown) <= width else shown[: width - 2] + "…" + shown[-1]
-
-
-def _clip(text: str, width: int = 160) -> str:
-    return text if len(text) <= width else text[: width - 2] + "…" + text[-1]

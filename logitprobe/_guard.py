@@ -10,11 +10,14 @@ torch's global module hooks.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from .twin import _FORWARD_HOOKS, _foreign_hook
+
+if TYPE_CHECKING:
+    from .probe import Probe
 
 __all__ = ["Snapshot"]
 
@@ -46,7 +49,7 @@ def _hooks(model: torch.nn.Module) -> dict[tuple, tuple[list[dict], int]]:
 class Snapshot:
     """The foreign hooks and the weights key of a probe's model, before a test."""
 
-    def __init__(self, probe: Any):
+    def __init__(self, probe: Probe):
         self.probe = probe
         self.hooks = set(_hooks(probe.model))
         self.weights = probe.backend.weights_key()

@@ -26,6 +26,10 @@ from typing import Any
 
 import pytest
 
+from . import behaviour
+from ._plugin_state import STATE, _check_dtype
+from .errors import InvalidArgument, LogitProbeError
+
 __all__ = ["logit_snapshot"]
 
 MAX_LISTED = 20  # unused snapshots listed in the summary
@@ -95,8 +99,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from .pytest_plugin import _check_dtype
-
     baseline = config.getoption("logitprobe_baseline") or config.getini("logitprobe_baseline")
     dtype = config.getoption("logitprobe_baseline_dtype")
     if dtype is not None:
@@ -199,8 +201,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def _plugin_state_key() -> Any:
-    from .pytest_plugin import STATE
-
     return STATE
 
 
@@ -227,8 +227,6 @@ class SnapshotFixture:
         __tracebackhide__ = True
         self._calls += 1
         if name is not None and (not isinstance(name, str) or not name or "#" in name):
-            from .errors import InvalidArgument
-
             raise InvalidArgument(f"name={name!r}: `name` must be a non-empty str without '#'")
         suffix = f"#{name}" if name else ("" if self._calls == 1 else f"#{self._calls}")
         key = _base(self._node.nodeid) + suffix
@@ -275,8 +273,6 @@ def logit_snapshot(request: pytest.FixtureRequest) -> SnapshotFixture:
 def run_case(item: Any, probe: Any, results: Any) -> None:
     """Check a YAML case: its expectations, its ``snapshot:``, and the baseline's verdict."""
     __tracebackhide__ = True
-    from . import behaviour
-
     state = item.config.stash.get(REGRESSION, None)
     case = item.case
     base_passed = _baseline_verdict(item, state) if state is not None and state.baseline else None
@@ -302,9 +298,6 @@ def run_case(item: Any, probe: Any, results: Any) -> None:
 
 
 def _baseline_verdict(item: Any, state: RegressionState) -> bool:
-    from . import behaviour
-    from .pytest_plugin import STATE
-
     plugin = item.config.stash[STATE]
     _, device, dtype = item.probe_key()
     probe = plugin.get((state.baseline, device, state.baseline_dtype or dtype))
@@ -313,8 +306,6 @@ def _baseline_verdict(item: Any, state: RegressionState) -> bool:
     except AssertionError:
         return False
     except Exception as exc:  # noqa: BLE001 - an InvalidArgument on the baseline: a failure
-        from .errors import LogitProbeError
-
         if isinstance(exc, LogitProbeError):
             return False
         raise

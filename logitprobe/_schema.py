@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._evidence import short
 from ._safe_yaml import compose, construct, decode, duplicate_key
-from .errors import InvalidArgument
+from ._text import short
+from ._yaml_templates import expand_entry
+from .errors import BehaviourFileError, InvalidArgument
 from .interventions.serialize import from_dict
 
 __all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Suite", "load_suite",
@@ -26,10 +27,6 @@ CASE_FIELDS = ("name", "prompt", "expect", "interventions", "position", "skip", 
 SNAPSHOT_FIELDS = ("k", "atol", "rtol", "strict_ranks")
 _EXPANDED = ("_capability", "_type", "_group", "_base")  # set by template entries
 FILE_FIELDS = ("model", "cases")
-
-
-class BehaviourFileError(InvalidArgument):
-    """A behavioural test file is malformed; the message names file, case and field."""
 
 
 @dataclass(frozen=True)
@@ -186,8 +183,6 @@ def parse_suite(text: str, source: str = "<string>") -> Suite:
 
 def _expanded(data: list, lines: list[int], source: str):
     """``(index, raw case, line)`` for every case, template entries expanded in place."""
-    from ._yaml_templates import expand_entry
-
     for i, raw in enumerate(data, 1):
         line = lines[i - 1] if i - 1 < len(lines) else None
         if isinstance(raw, dict) and "template" in raw and "prompt" not in raw:

@@ -27,6 +27,12 @@ from typing import Any
 
 import pytest
 
+from ._plugin_state import STATE
+from ._yaml_items import LogitCase, LogitGroup
+from .report_html import render
+from .suite_report import matrix_text
+from .templates import TemplateCase
+
 __all__: list[str] = []
 
 CHUNK = 512  # template-case tests whose prompts are computed together
@@ -52,8 +58,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
-    from .templates import TemplateCase  # torch-free
-
     return val.id if isinstance(val, TemplateCase) else None
 
 
@@ -62,8 +66,6 @@ def _template_case(item: Any) -> Any:
     callspec = getattr(item, "callspec", None)
     if callspec is None:
         return None
-    from .templates import TemplateCase
-
     for value in callspec.params.values():
         if isinstance(value, TemplateCase):
             return value
@@ -71,8 +73,6 @@ def _template_case(item: Any) -> Any:
 
 
 def _probe_key(item: Any) -> Any:
-    from .pytest_plugin import STATE
-
     try:
         return item.config.stash[STATE].key_for(item.get_closest_marker("logitprobe"))
     except (Exception, pytest.fail.Exception):  # a bad marker: the test reports it
@@ -138,9 +138,6 @@ def _target(case: Any) -> Any:
 
 
 def _yaml_props(item: Any) -> list | None:
-    from ._yaml_items import LogitCase, LogitGroup
-    from .pytest_plugin import STATE
-
     if not isinstance(item, (LogitCase, LogitGroup)):
         return None
     stem = item.path.name.split(".")[0].removeprefix("test_")
@@ -265,8 +262,6 @@ def _html_path(config: pytest.Config) -> str | None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
                             config: pytest.Config) -> None:
-    from .suite_report import matrix_text
-
     records = config.stash[RECORDS]
     if records:
         terminalreporter.write_sep("=", "logitprobe suite: capability x test type")
@@ -274,8 +269,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
             terminalreporter.write_line(line)
     path = _html_path(config)
     if path is not None and not hasattr(config, "workerinput"):
-        from .report_html import render
-
         target = Path(path).expanduser()
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

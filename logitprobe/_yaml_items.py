@@ -23,12 +23,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import behaviour, loading
 from ._regression_plugin import run_case
+from ._plugin_state import STATE
+from ._yaml_templates import group_severity
+from .errors import LogitAssertionError
+from .passrate import PassRate, outcome
+
+if TYPE_CHECKING:
+    from .probe import Probe
 
 __all__ = ["LogitCase", "LogitFile", "LogitGroup", "TokenCounter", "check_items"]
 
@@ -62,13 +69,14 @@ class LogitFile(pytest.File):
                 groups[case.group[0]].append(case)
                 continue
             item = LogitCase.from_parent(self, name=case.name, case=case)
+            # The marks give pytest's outcomes the rule of behaviour.case_status (strict xfail).
             if case.skip:
                 item.add_marker(pytest.mark.skip(reason=case.skip))
             if case.xfail:
                 item.add_marker(pytest.mark.xfail(reason=case.xfail, strict=True))
             yield item
 
-    def results_for(self, item: LogitCase, probe: Any) -> behaviour.Prefetched:
+    def results_for(self, item: LogitCase, probe: Probe) -> behaviour.Prefetched:
         """Prefetched results with ``item``'s queries in them (computing the next chunk if not)."""
         key = id(probe)
         results = self._results.setdefault(key, behaviour.Prefetched())
@@ -99,8 +107,6 @@ class LogitCase(pytest.Item):
         self.problem: str | None = None  # set by check_items: fails before the model loads
 
     def probe_key(self) -> tuple:
-        from .pytest_plugin import STATE
-
         state = self.config.stash[STATE]
         suite = self.parent.suite
         return state.key_for(self.get_closest_marker("logitprobe"),
@@ -108,8 +114,6 @@ class LogitCase(pytest.Item):
 
     def runtest(self) -> None:
         __tracebackhide__ = True
-        from .pytest_plugin import STATE
-
         if self.problem is not None:
             raise behaviour.BehaviourFileError(self.problem)
         probe = self.config.stash[STATE].get(self.probe_key())
@@ -137,9 +141,6 @@ class LogitGroup(pytest.Item):
 
     def runtest(self) -> None:
         __tracebackhide__ = True
-        from ._yaml_templates import group_severity
-        from .passrate import PassRate, outcome
-        from .pytest_plugin import STATE
 
         suite = self.parent.suite
         key = self.config.stash[STATE].key_for(self.get_closest_marker("logitprobe"),
@@ -171,7 +172,6 @@ class LogitGroup(pytest.Item):
 
 
 def _group_failure(rate: Any) -> BaseException:
-    from ._evidence import LogitAssertionError
 
     text = str(rate).split("\n", 1)
     return LogitAssertionError(text[0], text[1] if len(text) > 1 else "")

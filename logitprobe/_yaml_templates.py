@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 from ._evidence import short
 from .errors import InvalidArgument
+from .passrate import _check_args
 from .perturbations import BUILTIN, SwapName, perturb
 from .templates import TEST_TYPES, expand, placeholders
 
@@ -151,7 +152,6 @@ def expand_entry(raw: dict, index: int, source: str, error: type,
             raise error(f"{where}: `pass_rate` must be a mapping with `at_least` (and optional "
                         f"`confidence`), e.g. {{at_least: 0.9, confidence: 0.95}}, not "
                         f"{short(rate, 60)}")
-        from .passrate import _check_args
 
         try:
             at_least, confidence = _check_args(rate["at_least"], rate.get("confidence"))

@@ -22,12 +22,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ._checks import ROWS, _check, _k, _nt, _number, _rank, _report, _several, _target
-from ._evidence import (LogitAssertionError, better_spelling, describe, join_hints,
-                        require_single, short)
+from ._checks import _check, _nt, _number, _rank, _target
+from ._evidence import (ROWS, LogitAssertionError, better_spelling, describe, join_hints, report,
+                        require_single, several_tokens_failure, short)
 from .errors import InvalidArgument
+from .tokens import check_k
 
 if TYPE_CHECKING:
+    from .probe import Probe
     from .results import Candidate, NextToken, Score
 
 __all__ = [
@@ -55,10 +57,10 @@ __all__ = [
 def assert_in_top(nt: NextToken, token: Any, k: int = 10) -> Candidate:
     """``token`` is one of the ``k`` most likely next tokens (as ``token in nt.top(k)``)."""
     nt = _nt(nt)
-    k = _k(k, nt.vocab_size)
+    k = check_k(k, nt.vocab_size)
     target = _target(nt, token)
     if not target.single:
-        raise _several(nt, target, f"in the top {k}")
+        raise several_tokens_failure(nt, target, f"in the top {k}")
     c = nt.candidate(target.id)
     if c.id in nt.top(k).ids:
         return c
@@ -66,23 +68,23 @@ def assert_in_top(nt: NextToken, token: Any, k: int = 10) -> Candidate:
     raise LogitAssertionError(
         f"{target.label()} is not in the top {k} after {short(nt.prompt, 80)}: "
         f"it is rank {c.rank} (p={c.prob:.4g})",
-        _report(nt, rows=k, marked=[c.id], cut=k),
-        join_hints(better_spelling(nt, nt._vocab, target, c.rank), near))
+        report(nt, rows=k, marked=[c.id], cut=k),
+        join_hints(better_spelling(nt, nt.vocab, target, c.rank), near))
 
 
 @_check
 def assert_not_in_top(nt: NextToken, token: Any, k: int = 10) -> Candidate:
     """``token`` is not one of the ``k`` most likely next tokens."""
     nt = _nt(nt)
-    k = _k(k, nt.vocab_size)
-    tid = require_single(nt._vocab, _target(nt, token), f"not_in_top(k={k})")
+    k = check_k(k, nt.vocab_size)
+    tid = require_single(nt.vocab, _target(nt, token), f"not_in_top(k={k})")
     c = nt.candidate(tid)
     if c.id not in nt.top(k).ids:
         return c
     raise LogitAssertionError(
         f"{c.token!r} is in the top {k} after {short(nt.prompt, 80)}: it is rank {c.rank} "
         f"(p={c.prob:.4g})",
-        _report(nt, rows=k, marked=[c.id], cut=k))
+        report(nt, rows=k, marked=[c.id], cut=k))
 
 
 @_check
@@ -92,7 +94,7 @@ def assert_rank_at_most(nt: NextToken, token: Any, rank: int) -> Candidate:
     rank = _rank(rank, "rank", nt.vocab_size)
     target = _target(nt, token)
     if not target.single:
-        raise _several(nt, target, f"at rank {rank} or better")
+        raise several_tokens_failure(nt, target, f"at rank {rank} or better")
     c = nt.candidate(target.id)
     if c.rank <= rank:
         return c
@@ -100,8 +102,8 @@ def assert_rank_at_most(nt: NextToken, token: Any, rank: int) -> Candidate:
     raise LogitAssertionError(
         f"{target.label()} has rank {c.rank} after {short(nt.prompt, 80)}, expected rank "
         f"<= {rank} (p={c.prob:.4g})",
-        _report(nt, rows=rank, marked=[c.id], cut=rank),
-        join_hints(better_spelling(nt, nt._vocab, target, c.rank), near))
+        report(nt, rows=rank, marked=[c.id], cut=rank),
+        join_hints(better_spelling(nt, nt.vocab, target, c.rank), near))
 
 
 @_check
@@ -109,13 +111,13 @@ def assert_rank_at_least(nt: NextToken, token: Any, rank: int) -> Candidate:
     """``token``'s 1-based rank is ``rank`` or worse (the model does not favour it)."""
     nt = _nt(nt)
     rank = _rank(rank, "rank", nt.vocab_size)
-    c = nt.candidate(require_single(nt._vocab, _target(nt, token), f"rank_at_least({rank})"))
+    c = nt.candidate(require_single(nt.vocab, _target(nt, token), f"rank_at_least({rank})"))
     if c.rank >= rank:
         return c
     raise LogitAssertionError(
         f"{c.token!r} has rank {c.rank} after {short(nt.prompt, 80)}, expected rank >= {rank} "
         f"(p={c.prob:.4g})",
-        _report(nt, rows=rank - 1, marked=[c.id], cut=rank - 1))
+        report(nt, rows=rank - 1, marked=[c.id], cut=rank - 1))
 
 
 @_check
@@ -124,7 +126,7 @@ def assert_argmax(nt: NextToken, token: Any) -> Candidate:
     nt = _nt(nt)
     target = _target(nt, token)
     if not target.single:
-        raise _several(nt, target, "the argmax")
+        raise several_tokens_failure(nt, target, "the argmax")
     best = nt.argmax
     if best.id == target.id:
         return best
@@ -134,8 +136,8 @@ def assert_argmax(nt: NextToken, token: Any) -> Candidate:
     raise LogitAssertionError(
         f"the argmax after {short(nt.prompt, 80)} is {best.token!r} (p={best.prob:.4g}), not "
         f"{target.label()} (rank {c.rank}, p={c.prob:.4g})",
-        _report(nt, rows=ROWS, marked=[c.id, best.id]),
-        join_hints(better_spelling(nt, nt._vocab, target, c.rank), near))
+        report(nt, rows=ROWS, marked=[c.id, best.id]),
+        join_hints(better_spelling(nt, nt.vocab, target, c.rank), near))
 
 
 @_check
@@ -145,8 +147,8 @@ def assert_more_likely(nt: NextToken, token: Any, than: Any, *, margin: float = 
     margin = _number(margin, "margin", low=0.0, example="margin=1.0")
     target = _target(nt, token)
     if not target.single:
-        raise _several(nt, target, f"more likely than {than!r}")
-    than_id = require_single(nt._vocab, _target(nt, than, "than"), "more_likely's `than`")
+        raise several_tokens_failure(nt, target, f"more likely than {than!r}")
+    than_id = require_single(nt.vocab, _target(nt, than, "than"), "more_likely's `than`")
     other = nt.candidate(than_id)
     c = nt.candidate(target.id)
     diff = c.logprob - other.logprob
@@ -158,8 +160,8 @@ def assert_more_likely(nt: NextToken, token: Any, than: Any, *, margin: float = 
         f"{target.label()} is not more likely than {other.token!r}{by} after "
         f"{short(nt.prompt, 80)}: logprob difference {diff:.4g} ({describe(c)} vs "
         f"{describe(other)})",
-        _report(nt, rows=ROWS, marked=[c.id, other.id]),
-        join_hints(better_spelling(nt, nt._vocab, target, c.rank), near))
+        report(nt, rows=ROWS, marked=[c.id, other.id]),
+        join_hints(better_spelling(nt, nt.vocab, target, c.rank), near))
 
 
 # -- probability bounds ------------------------------------------------------------------
@@ -171,8 +173,8 @@ def _bound(nt: Any, token: Any, bound: Any, name: str, what: str, *, upper: bool
     target = _target(nt, token)
     if not target.single:
         if upper:
-            require_single(nt._vocab, target, what)
-        raise _several(nt, target, f"with {what}")
+            require_single(nt.vocab, target, what)
+        raise several_tokens_failure(nt, target, f"with {what}")
     c = nt.candidate(target.id)
     value = c.logprob if log else c.prob
     if (value <= bound) if upper else (value >= bound):
@@ -183,12 +185,12 @@ def _bound(nt: Any, token: Any, bound: Any, name: str, what: str, *, upper: bool
     if not upper:
         gap = bound - value if log else value / bound if bound else 0.0
         near = (log and gap < 0.7) or (not log and gap >= 0.5)
-        hint = join_hints(better_spelling(nt, nt._vocab, target, c.rank),
+        hint = join_hints(better_spelling(nt, nt.vocab, target, c.rank),
                           f"near miss: {label}={value:.4g} vs {bound:.4g}" if near else None)
     raise LogitAssertionError(
         f"{target.label()} has {label}={value:.4g} after {short(nt.prompt, 80)}, expected "
         f"{label} {sign} {bound:.4g} (rank {c.rank})",
-        _report(nt, rows=ROWS, marked=[c.id]), hint)
+        report(nt, rows=ROWS, marked=[c.id]), hint)
 
 
 @_check
@@ -227,7 +229,7 @@ def _entropy(nt: Any, nats: Any, *, upper: bool) -> float:
     raise LogitAssertionError(
         f"the next-token entropy after {short(nt.prompt, 80)} is {h:.4g} nats, expected "
         f"{sign} {nats:g} ({what}; exp(H)={math.exp(h):.3g} tokens' worth)",
-        _report(nt, rows=ROWS, marked=[]))
+        report(nt, rows=ROWS, marked=[]))
 
 
 @_check
@@ -249,7 +251,7 @@ def assert_close(nt: NextToken, other: NextToken, *, kl: float | None = None,
 
     Returns ``(kl, tv)`` as measured (nats; total variation in [0, 1]).
     """
-    from ._compare import close_report, divergences
+    from ._reports import close_report, divergences
 
     nt, other = _nt(nt), _nt(other, "other")
     if kl is None and tv is None:
@@ -272,13 +274,13 @@ def assert_close(nt: NextToken, other: NextToken, *, kl: float | None = None,
 
 # -- across prompts: direction and greedy continuation -----------------------------------
 def _direction(before: Any, after: Any, token: Any, by: Any, *, up: bool) -> Candidate:
-    from ._compare import direction_report
+    from ._reports import direction_report
 
     before, after = _nt(before, "before"), _nt(after, "after")
     by = _number(by, "by", low=0.0, high=1.0, example="by=0.05")
     what = "prob_increases" if up else "prob_decreases"
-    tb = require_single(before._vocab, _target(before, token), what)
-    ta = require_single(after._vocab, _target(after, token), what)
+    tb = require_single(before.vocab, _target(before, token), what)
+    ta = require_single(after.vocab, _target(after, token), what)
     cb, ca = before.candidate(tb), after.candidate(ta)
     change = ca.prob - cb.prob
     if (change > by) if up else (-change > by):
@@ -306,7 +308,7 @@ def assert_prob_decreases(before: NextToken, after: NextToken, token: Any, *,
 
 
 @_check
-def assert_greedy_starts_with(probe: Any, prompt: str, text: str, *,
+def assert_greedy_starts_with(probe: Probe, prompt: str, text: str, *,
                               interventions: Any = None, score: Score | None = None) -> Score:
     """Greedy decoding from ``prompt`` produces text that starts with ``text``.
 
@@ -316,7 +318,7 @@ def assert_greedy_starts_with(probe: Any, prompt: str, text: str, *,
     past the divergence; the failure shows the matched prefix and the steps
     around the divergence. ``score`` reuses a precomputed ``probe.score(prompt, text)``.
     """
-    from ._compare import greedy_failure
+    from ._reports import greedy_failure
 
     if not hasattr(probe, "score") or not hasattr(probe, "engine"):
         raise InvalidArgument(f"probe={short(repr(probe), 60)}: expected a logitprobe Probe "

@@ -16,6 +16,7 @@ import torch
 
 from .errors import InvalidArgument
 from .engine import model_lock
+from .engine import position_ids as _position_ids
 from .twin import HooksWatch, TwinCache, WeightsWatch
 
 __all__ = ["BridgeBackend", "HookedTransformerBackend", "backend_for", "own_hooks"]
@@ -35,11 +36,6 @@ def own_hooks(model: Any, hooks: list[tuple[str, Callable]]) -> Iterator[None]:
         return
     with model.hooks(fwd_hooks=list(hooks)):
         yield
-
-
-def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    # Left padding: real tokens get 0..n-1, pads get 0 (they are masked anyway).
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 class _Watched:

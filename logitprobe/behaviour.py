@@ -27,16 +27,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._evidence import short
+from . import assertions, invariance
+from ._evidence import LogitAssertionError
 from ._schema import SPECS, BehaviourFileError, Case, Expectation, Suite, load_suite, parse_suite
+from ._text import short
 from .errors import LogitProbeError
 from .progress import check_progress, track
 
-__all__ = ["SPECS", "BehaviourFileError", "Case", "Expectation", "Prefetched", "Suite",
-           "check_case", "load_suite", "parse_suite", "prefetch", "queries", "run_suite",
-           "token_problem"]
+if TYPE_CHECKING:
+    from .probe import Probe
+
+__all__ = ["SPECS", "STATUSES", "BehaviourFileError", "Case", "Expectation", "Prefetched", "Suite",
+           "case_status", "check_case", "load_suite", "parse_suite", "prefetch", "queries",
+           "run_suite", "token_problem"]
 
 
 # -- batching and checking ---------------------------------------------------------------
@@ -90,7 +95,7 @@ class Prefetched:
         return result
 
 
-def prefetch(probe: Any, cases: list[Case], into: Prefetched | None = None) -> Prefetched:
+def prefetch(probe: Probe, cases: list[Case], into: Prefetched | None = None) -> Prefetched:
     """Run every forward pass ``cases`` need in batched calls (one per kind x intervention set).
 
     A batch that fails (a prompt longer than the context, an invalid intervention)
@@ -121,7 +126,7 @@ def prefetch(probe: Any, cases: list[Case], into: Prefetched | None = None) -> P
     return into
 
 
-def _run(probe: Any, case: Case, query: tuple, results: Prefetched | None) -> Any:
+def _run(probe: Probe, case: Case, query: tuple, results: Prefetched | None) -> Any:
     if results is not None and query in results:
         return results.take(query)
     iv = None if query[3] is None else list(case.interventions or ())
@@ -130,16 +135,12 @@ def _run(probe: Any, case: Case, query: tuple, results: Prefetched | None) -> An
     return probe.score(query[1], query[2], interventions=iv)
 
 
-def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> Any:
+def check_case(probe: Probe, case: Case, results: Prefetched | None = None) -> Any:
     """Check every expectation of ``case``; raise one report listing all that failed.
 
     Returns the case's next-token result (None when no expectation needed one).
     """
     __tracebackhide__ = True
-    from . import assertions
-    from ._evidence import LogitAssertionError
-    from . import invariance  # the helpers of invariance/tolerance expectations
-
     ikey = _ikey(case.interventions)
     iv = None if case.interventions is None else list(case.interventions)
     # Take every result the case needs first, so each prefetched one is released.
@@ -174,8 +175,6 @@ def check_case(probe: Any, case: Case, results: Prefetched | None = None) -> Any
 
 
 def _combined(case: Case, failures: list[tuple[int, Expectation, Exception]]) -> Exception:
-    from ._evidence import LogitAssertionError
-
     total = len(case.expectations)
     blocks = []
     for n, exp, exc in failures:
@@ -250,7 +249,23 @@ def token_problem(case: Case, counter: Any) -> str | None:
     return None
 
 
-def run_suite(probe: Any, suite: Suite | str | Path, *,
+STATUSES = ("passed", "failed", "skipped", "xfailed", "XPASS")
+
+
+def case_status(case: Case, failure: Exception | None) -> str:
+    """A checked case's outcome, as the pytest plugin reports it: one of :data:`STATUSES`.
+
+    ``skip:`` cases are ``skipped``; ``xfail:`` cases are strict (``xfailed`` when they fail,
+    ``XPASS`` when they pass, which fails the run, as ``failed`` does).
+    """
+    if case.skip:
+        return "skipped"
+    if case.xfail:
+        return "xfailed" if failure is not None else "XPASS"
+    return "failed" if failure is not None else "passed"
+
+
+def run_suite(probe: Probe, suite: Suite | str | Path, *,
               progress: Any = False) -> list[tuple[Case, Exception | None]]:
     """Check every case of a suite outside pytest: ``[(case, None or the failure), ...]``.
 

@@ -25,7 +25,13 @@ import textwrap
 import traceback
 from typing import Any, NoReturn, Sequence
 
-from logitprobe.cli_diff import add_parser as _add_diff_parser
+import logitprobe
+
+from ._text import clip, short
+from .cli_commands import COMMANDS, CheckFailed
+from .cli_diff import add_parser as _add_diff_parser
+from .cli_diff import diff
+from .errors import DistributedError, InvalidArgument, LogitProbeError, ModelUnavailableError
 
 __all__ = ["EXIT_CODES", "build_parser", "exit_code", "main"]
 
@@ -194,8 +200,6 @@ def exit_code(exc: BaseException) -> int:
     (a file named on the command line that cannot be read or written). Anything
     else is unexpected and exits 4.
     """
-    from logitprobe.errors import DistributedError, LogitProbeError, ModelUnavailableError
-
     if isinstance(exc, ModelUnavailableError):
         return EXIT_MODEL
     if isinstance(exc, DistributedError):  # a rank raised, died or timed out: not the user's input
@@ -221,9 +225,6 @@ def _report_error(kind: str, message: str, code: int, *, as_json: bool) -> int:
 
 def _check_text(args: argparse.Namespace) -> None:
     """Text arguments must be UTF-8: undecodable argv bytes arrive as lone surrogates."""
-    from logitprobe.errors import InvalidArgument
-    from logitprobe.tokens import _short
-
     for dest, name in _TEXT_ARGUMENTS.items():
         value = getattr(args, dest, None)
         values = [value] if isinstance(value, str) else list(value or ())
@@ -233,7 +234,7 @@ def _check_text(args: argparse.Namespace) -> None:
             except UnicodeEncodeError as exc:
                 where = name if isinstance(value, str) else f"{name}[{i}]"
                 raise InvalidArgument(
-                    f"{where}={_short(text)}: not valid UTF-8 text ({text[exc.start]!r} is a "
+                    f"{where}={short(text, 60)}: not valid UTF-8 text ({text[exc.start]!r} is a "
                     f"lone surrogate, what Python makes of bytes it could not decode); "
                     f"pass the text in UTF-8") from None
 
@@ -255,33 +256,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.version:
-        import logitprobe
-
         print(logitprobe.__version__)
         return EXIT_OK
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from logitprobe.cli_commands import COMMANDS, CheckFailed
-
     try:
         _check_text(args)
-        text = COMMANDS[args.command](args)
+        # `diff` lives in cli_diff, which builds on cli_commands' helpers
+        text = (diff if args.command == "diff" else COMMANDS[args.command])(args)
         if text is not None:  # None: a torchrun rank other than 0, which reports nothing
             print(text)
     except CheckFailed as exc:
         print(exc.report)
         return EXIT_FAILED
     except Exception as exc:  # the exit code says which kind; see exit_code()
-        from logitprobe.errors import LogitProbeError
-
         code = exit_code(exc)
         if code != EXIT_ERROR or isinstance(exc, LogitProbeError):  # raised on purpose: in full
             return _report_error(type(exc).__name__, str(exc), code, as_json=as_json)
         if args.traceback or os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
             traceback.print_exc()
         first = (str(exc).strip().splitlines() or [""])[0]
-        first = first if len(first) <= 300 else first[:299] + "…"
+        first = clip(first, 300)
         message = (f"unexpected {type(exc).__name__}{': ' + first if first else ''} (rerun with "
                    f"--traceback or {TRACEBACK_ENV}=1 for the full traceback)")
         return _report_error(type(exc).__name__, message, code, as_json=as_json)

@@ -10,7 +10,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from logitprobe.cli_diff import diff
+import logitprobe
+
+from ._text import short
+from .behaviour import STATUSES, Suite, case_status, load_suite, run_suite
+from .errors import InvalidArgument
+from .interventions import load as load_specs
+from ._yaml_templates import group_severity
+from .passrate import PassRate
+from .passrate import outcome as case_outcome
+from .report_html import render as render_html
+from .suite_report import matrix, matrix_text
 
 __all__ = ["COMMANDS", "CheckFailed"]
 
@@ -24,8 +34,6 @@ class CheckFailed(Exception):
 
 
 def _load(args: argparse.Namespace) -> Any:
-    import logitprobe
-
     bos = {"auto": None, "yes": True, "no": False}[args.prepend_bos]
     # load() is silent; on a terminal, a bar for what takes seconds (the first dequantization)
     return logitprobe.load(args.model, device=args.device, prepend_bos=bos,
@@ -67,8 +75,6 @@ def _interventions(args: argparse.Namespace) -> Any:
     path = getattr(args, "interventions", None)
     if path is None:
         return None
-    from logitprobe.interventions import load as load_specs
-
     return load_specs(path)
 
 
@@ -161,21 +167,12 @@ def plot(args: argparse.Namespace) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.backend_bases import FigureCanvasBase
 
     from logitprobe import plot as lp_plot
-    from logitprobe.errors import InvalidArgument
-    from logitprobe.tokens import _short
 
-    out = Path(args.out)
-    formats = sorted(FigureCanvasBase.get_supported_filetypes())  # png, svg, pdf, ...
-    if out.suffix[1:].lower() not in formats:
-        given = repr(out.suffix) if out.suffix else "no extension"
-        raise InvalidArgument(f"--out={_short(args.out)}: {given} is not a figure format (the "
-                              f"extension picks it); use one of "
-                              f"{', '.join('.' + f for f in formats)} (e.g. --out logits.png)")
+    out = check_figure_path(args.out, "--out")
     if args.kind == "top-k" and len(args.highlight) > 1:
-        raise InvalidArgument(f"--highlight={_short(args.highlight)}: the top-k plot marks one "
+        raise InvalidArgument(f"--highlight={short(args.highlight, 60)}: the top-k plot marks one "
                               f"token; pass one, or use --kind logits to mark several")
     probe = _load(args)
     with lp_plot.style("dark" if args.dark else "light"):
@@ -197,10 +194,22 @@ def plot(args: argparse.Namespace) -> str:
     return _json(figure=str(out)) if args.json else f"wrote {out}"
 
 
+def check_figure_path(value: str, option: str) -> Path:
+    """``value`` as a path whose extension is a figure format matplotlib writes, or a named error."""
+    from matplotlib.backend_bases import FigureCanvasBase  # lazy: matplotlib is slow to import
+
+    out = Path(value)
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())  # png, svg, pdf, ...
+    if out.suffix[1:].lower() not in formats:
+        given = repr(out.suffix) if out.suffix else "no extension"
+        raise InvalidArgument(f"{option}={short(value, 60)}: {given} is not a figure format (the "
+                              f"extension picks it); use one of "
+                              f"{', '.join('.' + f for f in formats)} (e.g. {option} figure.png)")
+    return out
+
+
 def run(args: argparse.Namespace) -> str | None:
-    import logitprobe
-    from logitprobe import distributed
-    from logitprobe.behaviour import Suite, load_suite
+    from . import distributed  # torch: `logitprobe --help` needs none
 
     suites = [load_suite(f) for f in args.files]  # validate every file before loading a model
     # Under torchrun each rank checks a share of the cases on its own device; rank 0 reports.
@@ -212,8 +221,9 @@ def run(args: argparse.Namespace) -> str | None:
     lines, records, failed = [], [], 0
     group_records: list[dict] = []
     pages: list[dict] = []  # records for the HTML report (shared with `records` by reference)
+    given = args.model
     for path, suite in zip(args.files, suites):
-        args.model = args.model or suite.model or "gpt2"
+        args.model = given or suite.model or "gpt2"  # each file's own `model:` unless --model
         probe = _load(args)
         active = [c for c in suite.cases if not c.skip]
         checked = distributed.run_suite(probe, Suite(suite.source, tuple(active)), timeout=timeout)
@@ -223,33 +233,27 @@ def run(args: argparse.Namespace) -> str | None:
         groups: dict[tuple, list] = {}
         for case in suite.cases:
             exc = outcome.get(id(case))
+            capability = case.capability or Path(path).name.split(".")[0].removeprefix("test_")
             if case.group is not None and not case.skip:  # judged by its group's pass rate
                 groups.setdefault(case.group, []).append((case, exc))
                 status = "failed" if exc else "passed"
                 records.append({"file": str(path), "case": case.name, "status": status,
                                 "message": str(exc) if exc else None, "group": case.group[0],
-                                "capability": case.capability or Path(path).name.split(".")[0]
-                                .removeprefix("test_"), "type": case.test_type})
+                                "capability": capability, "type": case.test_type})
                 if getattr(args, "html", None):
                     pages.append(_page_record(probe, case, records[-1]))
                 continue
-            status = ("skipped" if case.skip else
-                      ("xfailed" if exc else "XPASS") if case.xfail else
-                      "failed" if exc else "passed")
+            status = case_status(case, exc)
             failed += status in ("failed", "XPASS")
             records.append({"file": str(path), "case": case.name, "status": status,
                             "message": str(exc) if exc else None,
-                            "capability": case.capability or Path(path).name.split(".")[0]
-                            .removeprefix("test_"), "type": case.test_type})
+                            "capability": capability, "type": case.test_type})
             if getattr(args, "html", None):
                 pages.append(_page_record(probe, case, records[-1]))
             lines.append(f"{status.upper():>8}  {path}::{case.name}")
             if status == "failed":
                 lines += ["          " + line for line in str(exc).splitlines()]
         for (name, at_least, confidence), members in groups.items():
-            from logitprobe._yaml_templates import group_severity
-            from logitprobe.passrate import PassRate, outcome as case_outcome
-
             rate = PassRate(tuple(case_outcome(c.name, e, group_severity(probe), c)
                                   for c, e in members), at_least, confidence, name=name)
             xfail = members[0][0].xfail
@@ -272,17 +276,14 @@ def run(args: argparse.Namespace) -> str | None:
         return None
     counts = {s: sum(r["status"] == s for r in records if "group" not in r)
               + sum(r["status"] == s for r in group_records)
-              for s in ("passed", "failed", "skipped", "xfailed", "XPASS")}
+              for s in STATUSES}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n or s in ("passed", "failed"))
-    from logitprobe.suite_report import matrix, matrix_text
-
     cells = [{**r, "id": r["case"]} for r in records]
     if getattr(args, "html", None):
-        from logitprobe.report_html import render
-
         html = Path(args.html).expanduser()
         html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(render([{**r, **p} for r, p in zip(records, pages)]), encoding="utf-8")
+        html.write_text(render_html([{**r, **p} for r, p in zip(records, pages)]),
+                        encoding="utf-8")
     extra = {"groups": group_records} if group_records else {}
     report = (_json(results=records, **extra, summary=counts, matrix=matrix(cells)) if args.json
               else "\n".join([*lines, "", matrix_text(cells), summary]))
@@ -311,4 +312,4 @@ def _page_record(probe: Any, case: Any, record: dict) -> dict:
 
 
 COMMANDS = {"top": top, "rank": rank, "score": score, "sample": sample, "generate": generate,
-            "lens": lens, "compare": compare, "plot": plot, "run": run, "diff": diff}
+            "lens": lens, "compare": compare, "plot": plot, "run": run}

@@ -16,6 +16,13 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
+import logitprobe
+
+from .behaviour import load_suite
+from .cli_commands import CheckFailed, _json, check_figure_path
+from .errors import InvalidArgument
+from .interventions import load as load_specs
+
 __all__ = ["add_parser", "diff"]
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -50,8 +57,6 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> N
 
 
 def _prompts(args: argparse.Namespace, suites: list[Any]) -> list[str]:
-    from logitprobe.errors import InvalidArgument
-
     prompts = list(args.prompt)
     if args.prompts:
         lines = Path(args.prompts).read_text(encoding="utf-8").splitlines()
@@ -67,28 +72,21 @@ def _prompts(args: argparse.Namespace, suites: list[Any]) -> list[str]:
 def _load(model: str, dtype: str, args: argparse.Namespace) -> Any:
     import torch
 
-    import logitprobe
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
     bos = {"auto": None, "yes": True, "no": False}[args.prepend_bos]
     return logitprobe.load(model, device=args.device, dtype=getattr(torch, dtype),
                            prepend_bos=bos)
 
 
 def diff(args: argparse.Namespace) -> str:
-    from logitprobe.behaviour import load_suite
-    from logitprobe.cli_commands import CheckFailed, _json
-    from logitprobe.errors import InvalidArgument
-    from logitprobe.interventions import load as load_specs
-    from logitprobe.model_diff import compare_models, suite_flips
+    from .model_diff import compare_models, suite_flips  # torch: `logitprobe --help` needs none
+
 
     for name in ("k", "worst"):
         if getattr(args, name) < 1:
             raise InvalidArgument(f"--{name}={getattr(args, name)}: must be at least 1")
     suites = [load_suite(f) for f in args.suite]  # validate before loading a model
     if args.plot:
-        _plot_format(args.plot)
+        check_figure_path(args.plot, "--plot")
     prompts = _prompts(args, suites)
     b_iv = load_specs(args.interventions) if args.interventions else None
     c_iv = load_specs(args.candidate_interventions) if args.candidate_interventions else None
@@ -149,16 +147,3 @@ def _plot(result: Any, out: str) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)
-
-
-def _plot_format(out: str) -> None:
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    from logitprobe.errors import InvalidArgument
-    from logitprobe.tokens import _short
-
-    formats = sorted(FigureCanvasBase.get_supported_filetypes())
-    if Path(out).suffix[1:].lower() not in formats:
-        raise InvalidArgument(f"--plot={_short(out)}: the extension picks the figure format; use "
-                              f"one of {', '.join('.' + f for f in formats)} (e.g. --plot "
-                              "diff.png)")

@@ -21,7 +21,7 @@ import math
 import re
 from typing import Any, Iterable, Sequence
 
-from ._evidence import short
+from ._text import short
 from .sampling_stats import binomial_interval
 
 __all__ = ["attribution", "comparison", "evidence", "frequencies", "generation", "lens",
@@ -151,7 +151,7 @@ def frequencies(freq: Any, rows: int = 10) -> str:
     body = []
     for tid, c in freq._sorted()[:rows]:
         lo, hi = binomial_interval(c, freq.n, confidence=0.99)
-        body.append(_row([token(freq._vocab.decode_one(tid)), str(c),
+        body.append(_row([token(freq.vocab.decode_one(tid)), str(c),
                           prob_cell(c / freq.n), _e(f"{float(freq._probs[tid]):.4f}"),
                           _e(f"[{lo:.4f}, {hi:.4f}]")], align=align))
     more = len(freq._counts) - rows

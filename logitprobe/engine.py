@@ -35,7 +35,8 @@ import torch
 
 from ._finite import explain, find_nonfinite
 
-__all__ = ["BatchLayout", "Engine", "Stats", "model_lock"]
+__all__ = ["BatchLayout", "Engine", "PaddedBatch", "Stats", "left_pad", "model_lock",
+           "position_ids"]
 
 HookList = list[tuple[str, Callable]]
 
@@ -55,11 +56,67 @@ class Stats:
         for name in self.__dataclass_fields__:
             setattr(self, name, 0)
 
+    def count(self, batch: "PaddedBatch") -> None:
+        """Count one forward over ``batch``: its sequences, real tokens and padding."""
+        self.forwards += 1
+        self.sequences += len(batch.lengths)
+        self.tokens += sum(batch.lengths)
+        self.padded_tokens += batch.pad_tokens
+
     def snapshot(self) -> "Stats":
         return Stats(**{n: getattr(self, n) for n in self.__dataclass_fields__})
 
     def __sub__(self, other: "Stats") -> "Stats":
         return Stats(**{n: getattr(self, n) - getattr(other, n) for n in self.__dataclass_fields__})
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions in a left-padded batch: real tokens get 0..n-1, pads 0 (they are masked)."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass(frozen=True)
+class PaddedBatch:
+    """Sequences left-padded into one batch, as every forward of logitprobe runs them.
+
+    ``tokens`` and ``mask`` are ``(batch, T)`` long tensors on the CPU; ``mask`` is 1 on
+    real tokens. Built by :func:`left_pad`; the engine, the KV decoder and the lens share it.
+    """
+
+    tokens: torch.Tensor  # (batch, T): pad_id, then the row's ids
+    mask: torch.Tensor  # (batch, T): 0 on padding, 1 on real tokens
+    lengths: tuple[int, ...]  # real tokens per row
+
+    @property
+    def seq_len(self) -> int:
+        return self.tokens.shape[1]
+
+    @property
+    def padded(self) -> bool:
+        """Whether any row is padded (without padding no mask is needed)."""
+        return min(self.lengths) != self.seq_len
+
+    @property
+    def pad_tokens(self) -> int:
+        return self.seq_len * len(self.lengths) - sum(self.lengths)
+
+    def position_ids(self) -> torch.Tensor:
+        return position_ids(self.mask)
+
+    def layout(self, keep: int = 1, offset: int = 0) -> "BatchLayout":
+        return BatchLayout(lengths=self.lengths, seq_len=self.seq_len, keep=keep, offset=offset)
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> PaddedBatch:
+    """Left-pad ``seqs`` (token ids) to their longest length with ``pad_id``."""
+    lengths = tuple(len(s) for s in seqs)
+    T = max(lengths)
+    tokens = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for row, ids in enumerate(seqs):
+        tokens[row, T - len(ids):] = torch.as_tensor(ids, dtype=torch.long)
+        mask[row, T - len(ids):] = 1
+    return PaddedBatch(tokens, mask, lengths)
 
 
 @dataclass(frozen=True)
@@ -70,10 +127,6 @@ class BatchLayout:
     seq_len: int  # padded length T
     keep: int  # trailing positions whose logits are computed
     offset: int = 0  # absolute position of column 0 for unpadded rows (KV-cache steps)
-
-    @property
-    def pad_left(self) -> tuple[int, ...]:
-        return tuple(self.seq_len - n for n in self.lengths)
 
     @property
     def starts(self) -> tuple[int, ...]:
@@ -290,28 +343,17 @@ class Engine:
     @torch.no_grad()
     def _run(self, group: list[_Request], intervention: Intervention | None, *,
              check: bool = True) -> list[torch.Tensor]:
-        lengths = [len(r.ids) for r in group]
-        T = max(lengths)
         keep = max(r.keep for r in group)
         device = self.backend.device
-        tokens = torch.full((len(group), T), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(group), T), dtype=torch.long)
-        for row, req in enumerate(group):
-            tokens[row, T - len(req.ids):] = torch.tensor(req.ids, dtype=torch.long)
-            mask[row, T - len(req.ids):] = 1
-        padded = min(lengths) != T
-        layout = BatchLayout(lengths=tuple(lengths), seq_len=T, keep=keep)
-        hooks = intervention.hooks(layout) if intervention is not None else []
+        batch = left_pad([r.ids for r in group], self.pad_id)
+        hooks = intervention.hooks(batch.layout(keep)) if intervention is not None else []
         logits = self.backend.forward(
-            tokens.to(device),
-            attention_mask=mask.to(device) if padded else None,
+            batch.tokens.to(device),
+            attention_mask=batch.mask.to(device) if batch.padded else None,
             keep=keep,
             hooks=hooks,
         )
-        self.stats.forwards += 1
-        self.stats.sequences += len(group)
-        self.stats.tokens += sum(lengths)
-        self.stats.padded_tokens += T * len(group) - sum(lengths)
+        self.stats.count(batch)
         logits = logits.to("cpu", torch.float32)
         # NaN / +inf / all -inf is no answer: one reduction per forward over what rows read.
         bad = find_nonfinite(logits, [r.keep for r in group]) if check else None

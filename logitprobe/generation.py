@@ -24,39 +24,30 @@ cumulative probabilities (and a greedy choice only at a near-exact tie).
 
 from __future__ import annotations
 
-import operator
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 import torch
 
 from ._finite import find_nonfinite
+from ._text import short
+from ._validate import positive_int as _positive_int
+from ._validate import prompt_list as _prompt_list
 from .budget import DRAW_BYTES, KEPT_DRAW_BYTES, refuse, row_bytes, sample_bytes
 from .errors import InvalidArgument
 from .generation_results import Generation, GenerationStep, SampleFrequencies
 from .kvcache import Decoder
 from .progress import check_progress, track
+from .results import NextToken
 from .rng import check_seed, draw, fresh_seed, row_keys, stream_base, uniforms
+from .warpers import build_warpers, probabilities
 
 if TYPE_CHECKING:
-    from .results import Candidate, NextToken
+    from .results import Candidate
 
 __all__ = ["Generation", "GenerationMixin", "GenerationStep"]
 
 SAMPLE_CHUNK = 1 << 20  # samples drawn per step of sample_frequencies (one progress update)
-
-
-def _positive_int(value: Any, name: str, example: str) -> int:
-    if isinstance(value, bool):
-        raise InvalidArgument(f"{name}={value!r}: `{name}` must be a positive int ({example})")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise InvalidArgument(f"{name}={value!r}: `{name}` must be a positive int "
-                              f"({example})") from None
-    if value < 1:
-        raise InvalidArgument(f"{name}={value!r}: `{name}` must be a positive int ({example})")
-    return value
 
 
 def _stops(stop: Any) -> tuple[str, ...]:
@@ -69,9 +60,8 @@ def _stops(stop: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _short(text: str, width: int = 40) -> str:
-    shown = repr(text)
-    return shown if len(shown) <= width else shown[: width - 1] + "…"
+def _short(value: Any, width: int = 40) -> str:
+    return short(value, width)  # the one helper, with this module's width
 
 
 class _Step(NamedTuple):
@@ -90,7 +80,6 @@ class GenerationMixin:
     # -- arguments ---------------------------------------------------------------------
     def _warpers(self, do_sample: bool, temperature: Any, top_k: Any, top_p: Any,
                  min_p: Any) -> Any:
-        from .warpers import build_warpers
 
         if not isinstance(do_sample, bool):
             raise InvalidArgument(f"do_sample={do_sample!r}: `do_sample` must be True or False")
@@ -167,7 +156,6 @@ class GenerationMixin:
                 max_new_tokens: int, warpers: Any, do_sample: bool, seed: int,
                 stop: tuple[str, ...], stop_at_eos: bool, intervention: Any) -> Iterator[_Step]:
         """Generate for ``len(seqs) * n`` rows (prompt-major); yield every step."""
-        from .warpers import probabilities
 
         decoder = Decoder(self.backend, pad_id=self.engine.pad_id, intervention=intervention,
                           stats=self.engine.stats, lock=self.engine.lock)
@@ -246,7 +234,6 @@ class GenerationMixin:
         >>> probe.generate("The capital of France is", max_new_tokens=3).text  # doctest: +SKIP
         ' Paris.\\n'
         """
-        from .probe import _prompt_list
 
         warpers = self._warpers(do_sample, temperature, top_k, top_p, min_p)
         single = isinstance(prompt, str)
@@ -303,7 +290,6 @@ class GenerationMixin:
         ' Paris' 1 [' Paris', ' the', ' London']
         '.' 1 ['.', ',', ' and']
         """
-        from .results import NextToken
 
         if not isinstance(prompt, str):
             raise InvalidArgument(f"prompt={prompt!r}: steps() takes one str prompt")
@@ -344,8 +330,6 @@ class GenerationMixin:
         >>> [c.token for c in probe.sample("I like oat milk in my", 3, seed=0)]  # doctest: +SKIP
         [' diet', ' morning', ' coffee']
         """
-        from .probe import _prompt_list
-        from .warpers import probabilities
 
         warpers = self._warpers(True, temperature, top_k, top_p, min_p)
         n = _positive_int(n, "n", "the number of samples, e.g. n=100")
@@ -379,7 +363,6 @@ class GenerationMixin:
         >>> freq.check(" coffee", at_least=0.1).passed                            # doctest: +SKIP
         True
         """
-        from .warpers import probabilities
 
         if not isinstance(prompt, str):
             raise InvalidArgument(f"prompt={prompt!r}: sample_frequencies() takes one str prompt")

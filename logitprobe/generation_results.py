@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from . import display, records
-from .results import _shorten
+from ._text import Table
 from .sampling_stats import (ChiSquareResult, FrequencyCheck, binomial_interval, chi_square_test,
                              frequency_check)
 
@@ -88,12 +88,12 @@ class Generation:
 
     def __str__(self) -> str:
         why = self.stop_reason + (f" {self.stop_string!r}" if self.stop_string else "")
+        table = Table(("step", ">4"), ("token", "<20"), ("id", ">7"), ("prob", ">8.4f"),
+                      ("rank", ">6"), ("warped p", ">8.4f"))
         lines = [f"{self.prompt!r} -> {self.text!r} ({len(self.steps)} tokens, stopped by {why})",
-                 f"  {'step':>4} | {'token':<20} | {'id':>7} | {'prob':>8} | {'rank':>6} | "
-                 f"{'warped p':>8}"]
+                 *table.header(rule=False)]
         for i, s in enumerate(self.steps):
-            lines.append(f"  {i:>4} | {_shorten(repr(s.token), 20):<20} | {s.id:>7} | "
-                         f"{s.prob:>8.4f} | {s.rank:>6} | {s.warped_prob:>8.4f}")
+            lines.append(table.row(i, repr(s.token), s.id, s.prob, s.rank, s.warped_prob))
         return "\n".join(lines)
 
     # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
@@ -125,6 +125,11 @@ class SampleFrequencies:
         self._vocab = vocab
         self.prompt = prompt
         self.seed = seed
+
+    @property
+    def vocab(self) -> Vocabulary:
+        """The model's :class:`~logitprobe.tokens.Vocabulary` (tokens <-> ids, as the probe's)."""
+        return self._vocab
 
     @property
     def probs(self) -> "torch.Tensor":
@@ -178,14 +183,14 @@ class SampleFrequencies:
         return f"SampleFrequencies(prompt={self.prompt!r}, n={self.n}, top={top!r})"
 
     def __str__(self, rows: int = 10) -> str:
+        table = Table(("token", "<20"), ("count", ">7"), ("freq", ">7.4f"), ("p", ">7.4f"),
+                      ("99% interval", ""))
         lines = [f"{self.n} samples after {self.prompt!r} (seed={self.seed}):",
-                 f"  {'token':<20} | {'count':>7} | {'freq':>7} | {'p':>7} | 99% interval"]
+                 *table.header(rule=False)]
         for tid, c in self._sorted()[:rows]:
             lo, hi = binomial_interval(c, self.n, confidence=0.99)
-            tok = repr(self._vocab.decode_one(tid))
-            tok = tok if len(tok) <= 20 else tok[:19] + "…"
-            lines.append(f"  {tok:<20} | {c:>7} | {c / self.n:>7.4f} | "
-                         f"{float(self._probs[tid]):>7.4f} | [{lo:.4f}, {hi:.4f}]")
+            lines.append(table.row(repr(self._vocab.decode_one(tid)), c, c / self.n,
+                                   float(self._probs[tid]), f"[{lo:.4f}, {hi:.4f}]"))
         if len(self._counts) > rows:
             lines.append(f"  ... {len(self._counts) - rows} more tokens")
         return "\n".join(lines)

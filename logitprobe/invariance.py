@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._checks import ROWS, _check, _nt, _number, _report, _target
-from ._evidence import LogitAssertionError, prompt_line, require_single, short, table
-from .errors import InvalidArgument
+from ._checks import _check, _nt, _number, _target
+from ._evidence import ROWS, prompt_line, report, require_single, table
+from ._text import short
+from .errors import InvalidArgument, LogitAssertionError
 
 if TYPE_CHECKING:
     from .results import Candidate, NextToken
@@ -78,7 +79,7 @@ def assert_prob_within(base: NextToken, nt: NextToken, token: Any, tol: float) -
     """
     base, nt = _pair(base, nt)
     tol = _number(tol, "tol", low=0.0, high=1.0, example="tol=0.05")
-    tb = require_single(base._vocab, _target(base, token), "prob_within")
+    tb = require_single(base.vocab, _target(base, token), "prob_within")
     cb, cn = base.candidate(tb), nt.candidate(tb)
     change = cn.prob - cb.prob
     if abs(change) <= tol:
@@ -101,7 +102,7 @@ def assert_rank_moves(base: NextToken, nt: NextToken, token: Any, *, by: int = 1
     if direction not in ("up", "down"):
         raise InvalidArgument(f"direction={short(direction, 30)}: must be 'up' (towards rank "
                               "1, more likely) or 'down'")
-    tb = require_single(base._vocab, _target(base, token), "rank_moves")
+    tb = require_single(base.vocab, _target(base, token), "rank_moves")
     cb, cn = base.candidate(tb), nt.candidate(tb)
     moved = cb.rank - cn.rank if direction == "up" else cn.rank - cb.rank
     if moved >= by:
@@ -126,14 +127,14 @@ def assert_prob_close(nt: NextToken, token: Any, value: float, *, abs: float | N
     a = 0.0 if abs is None else _number(abs, "abs", low=0.0, high=1.0, example="abs=0.05")
     r = 0.0 if rel is None else _number(rel, "rel", low=0.0, example="rel=0.1")
     target = _target(nt, token)
-    tid = require_single(nt._vocab, target, "prob_close")
+    tid = require_single(nt.vocab, target, "prob_close")
     c = nt.candidate(tid)
     tol = max(a, r * value)
     if _absolute(c.prob - value) <= tol:  # `abs` is the argument here
         return c
     raise _fail(f"{target.label()} has p={c.prob:.4g} after {short(nt.prompt, 80)}, expected "
                 f"{value:g} +/- {tol:.4g} (rank {c.rank})",
-                _report(nt, rows=ROWS, marked=[tid]), _absolute(c.prob - value) - tol)
+                report(nt, rows=ROWS, marked=[tid]), _absolute(c.prob - value) - tol)
 
 
 def _absolute(x: float) -> float:

@@ -28,8 +28,8 @@ from typing import Any, Iterator
 
 import torch
 
-from .backends import _position_ids, own_hooks
-from .engine import BatchLayout, Stats
+from .backends import own_hooks
+from .engine import BatchLayout, Stats, left_pad, position_ids
 
 __all__ = ["Decoder", "cache_kwarg_fix"]
 
@@ -120,18 +120,12 @@ class Decoder:
 
     @torch.no_grad()
     def _prefill(self, seqs: list[list[int]], repeats: int) -> torch.Tensor:
-        lengths = [len(s) for s in seqs]
-        T = max(lengths)
-        tokens = torch.full((len(seqs), T), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), T), dtype=torch.long)
-        for row, ids in enumerate(seqs):
-            tokens[row, T - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            mask[row, T - len(ids):] = 1
-        tokens, mask = tokens.to(self.device), mask.to(self.device)
+        batch = left_pad(seqs, self.pad_id)
+        tokens, mask = batch.tokens.to(self.device), batch.mask.to(self.device)
         # Without padding no mask is needed: the model's causal masking is the same and
         # cheaper than expanding a 2-D mask on every step.
-        self._padded = min(lengths) != T
-        layout = BatchLayout(lengths=tuple(lengths), seq_len=T, keep=1, offset=0)
+        self._padded = batch.padded
+        layout = batch.layout(keep=1, offset=0)
         if self.cached:
             from transformers import DynamicCache
 
@@ -141,7 +135,7 @@ class Decoder:
             # plain HF model inside the bridge, skipping the hook machinery (same logits).
             self._twin = self.backend.twin() if self.intervention is None else None
             logits = self._cached_forward(tokens, hooks, attention_mask=mask if self._padded
-                                          else None, position_ids=_position_ids(mask),
+                                          else None, position_ids=position_ids(mask),
                                           logits_to_keep=1)
             if repeats > 1:
                 self._cache.batch_repeat_interleave(repeats)
@@ -150,12 +144,9 @@ class Decoder:
             logits = self.backend.forward(tokens, attention_mask=mask if self._padded else None,
                                           keep=1, hooks=self._hooks(layout))[:, -1]
             self._tokens = tokens.repeat_interleave(repeats, dim=0)
-        self.stats.forwards += 1
-        self.stats.sequences += len(seqs)
-        self.stats.tokens += sum(lengths)
-        self.stats.padded_tokens += T * len(seqs) - sum(lengths)
+        self.stats.count(batch)
         self._mask = mask.repeat_interleave(repeats, dim=0)
-        self.lengths = [n for n in lengths for _ in range(repeats)]
+        self.lengths = [n for n in batch.lengths for _ in range(repeats)]
         self.rows = len(self.lengths)
         return logits.float().repeat_interleave(repeats, dim=0)
 

@@ -29,11 +29,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._finite import find_nonfinite
+from ._validate import position as _position
+from ._validate import prompt_list as _prompt_list
+from .backends import own_hooks
+from .engine import left_pad
 from .errors import InvalidArgument, LogitProbeError
 from .lens_results import Attribution, LensResult
+from .tokens import check_k
 
 if TYPE_CHECKING:
     from transformer_lens.ActivationCache import ActivationCache
+
+    from .probe import Probe
 
 __all__ = ["Attribution", "LensMixin", "LensResult"]
 
@@ -53,13 +60,11 @@ class LensMixin:
         >>> lens.rank(" Paris")[-1], lens.final.argmax.token                 # doctest: +SKIP
         (1, ' Paris')
         """
-        from .tokens import check_k
-
         k = check_k(k, self.vocab_size)
         if not isinstance(incl_mid, bool):
             raise InvalidArgument(f"incl_mid={incl_mid!r}: `incl_mid` must be True or False")
         tracked = _token_list(self, tokens, "tokens")
-        single, prompts, seqs = _prepare(self, prompt, position)
+        single, prompts, seqs = _prompts_at(self, prompt, position)
         intervention = self._compile_interventions(interventions)
         model = self.model
         n = int(model.cfg.n_layers)
@@ -98,7 +103,7 @@ class LensMixin:
         >>> att.top(2)                                                   # doctest: +SKIP
         [('L23 attn', 3.021...), ('L28 mlp', 0.491...)]
         """
-        single, prompts, seqs = _prepare(self, prompt, position)
+        single, prompts, seqs = _prompts_at(self, prompt, position)
         targets = _per_prompt(self, token, "token", len(prompts), single)
         others = (None if versus is None
                   else _per_prompt(self, versus, "versus", len(prompts), single))
@@ -127,11 +132,12 @@ class LensMixin:
                 # [components, batch, 1, d_model]: each part as the final norm sees it
                 parts = cache.apply_ln_to_stack(parts, layer=None)
                 heads = cache.apply_ln_to_stack(heads, layer=None)
-                direction, const = _direction(model, [targets[i] for i in rows], gamma, beta)
+                direction, const = _logit_direction(model, [targets[i] for i in rows], gamma, beta)
                 idx = torch.tensor([targets[i] for i in rows], device=out.device)
                 logit = out[:, -1].gather(-1, idx[:, None])[:, 0].float()
                 if others is not None:
-                    o_dir, o_const = _direction(model, [others[i] for i in rows], gamma, beta)
+                    o_dir, o_const = _logit_direction(model, [others[i] for i in rows],
+                                                      gamma, beta)
                     direction, const = direction - o_dir, const - o_const
                     oidx = torch.tensor([others[i] for i in rows], device=out.device)
                     logit = logit - out[:, -1].gather(-1, oidx[:, None])[:, 0].float()
@@ -152,10 +158,8 @@ class LensMixin:
 _AFTER_THE_STREAM = ("ln_final.", "unembed.", "hook_unembed")
 
 
-def _prepare(probe: Any, prompt: Any, position: Any) -> tuple[bool, list[str], list[tuple]]:
+def _prompts_at(probe: Probe, prompt: Any, position: Any) -> tuple[bool, list[str], list[tuple]]:
     """Validate prompts and position; each seq is (ids up to the position read, all ids, pos)."""
-    from .probe import _position, _prompt_list
-
     single = isinstance(prompt, str)
     prompts = [prompt] if single else _prompt_list(prompt)
     if isinstance(position, bool) or not isinstance(position, int):
@@ -170,14 +174,11 @@ def _prepare(probe: Any, prompt: Any, position: Any) -> tuple[bool, list[str], l
     return single, prompts, seqs
 
 
-def _run_cached(probe: Any, seqs: list[tuple], names: list[str], intervention: Any):
+def _run_cached(probe: Probe, seqs: list[tuple], names: list[str], intervention: Any):
     """Yield ``(row indices, cache, logits[batch, 1, vocab])`` per left-padded batch.
 
     The cache holds ``names`` at the last position only (``[batch, 1, ...]``).
     """
-    from .backends import _position_ids, own_hooks
-    from .engine import BatchLayout
-
     model = probe.model
     if getattr(probe.backend, "kind", None) != "bridge":
         raise LogitProbeError(f"{type(model).__name__}: the logit lens and attribution need a "
@@ -191,26 +192,19 @@ def _run_cached(probe: Any, seqs: list[tuple], names: list[str], intervention: A
         else:
             groups.append([i])
     for rows in groups:
-        lengths = [len(seqs[i][0]) for i in rows]
-        T = max(lengths)
-        tokens = torch.full((len(rows), T), probe.engine.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), T), dtype=torch.long)
-        for r, i in enumerate(rows):
-            tokens[r, T - lengths[r]:] = torch.tensor(seqs[i][0])
-            mask[r, T - lengths[r]:] = 1
+        batch = left_pad([seqs[i][0] for i in rows], probe.engine.pad_id)
         kwargs: dict[str, Any] = {}
-        if min(lengths) != T:
-            kwargs = {"attention_mask": mask.to(probe.device),
-                      "position_ids": _position_ids(mask).to(probe.device)}
-        layout = BatchLayout(lengths=tuple(lengths), seq_len=T, keep=1)
-        hooks = intervention.hooks(layout) if intervention is not None else []
+        if batch.padded:
+            kwargs = {"attention_mask": batch.mask.to(probe.device),
+                      "position_ids": batch.position_ids().to(probe.device)}
+        hooks = intervention.hooks(batch.layout(keep=1)) if intervention is not None else []
         late = sorted({name for name, _ in hooks if name.startswith(_AFTER_THE_STREAM)})
         if late:
             raise InvalidArgument(f"interventions: {late!r} edit the final norm or the logits, "
                                   "after the residual stream that the lens and attribution read, "
                                   "so they cannot show them; use next_token for logit edits")
         with probe.engine.lock, torch.no_grad(), own_hooks(model, hooks):
-            out, cache = model.run_with_cache(tokens.to(probe.device), names_filter=names,
+            out, cache = model.run_with_cache(batch.tokens.to(probe.device), names_filter=names,
                                               pos_slice=slice(-1, None), logits_to_keep=1,
                                               **kwargs)
         # The same finite-logits guarantee as every engine forward (NonFiniteLogitsError,
@@ -218,16 +212,12 @@ def _run_cached(probe: Any, seqs: list[tuple], names: list[str], intervention: A
         bad = find_nonfinite(out[:, -1:].to("cpu", torch.float32))
         if bad is not None:
             raise probe.engine.nonfinite_error(bad, seqs[rows[bad.row]][0], 1, intervention)
-        stats = probe.engine.stats
-        stats.forwards += 1
-        stats.sequences += len(rows)
-        stats.tokens += sum(lengths)
-        stats.padded_tokens += T * len(rows) - sum(lengths)
+        probe.engine.stats.count(batch)
         yield rows, cache, out
 
 
 # -- tokens ----------------------------------------------------------------------------
-def _token_list(probe: Any, tokens: Any, name: str) -> tuple[int, ...]:
+def _token_list(probe: Probe, tokens: Any, name: str) -> tuple[int, ...]:
     if isinstance(tokens, (str, int)) and not isinstance(tokens, bool):
         tokens = [tokens]
     if not isinstance(tokens, (list, tuple)):
@@ -236,7 +226,7 @@ def _token_list(probe: Any, tokens: Any, name: str) -> tuple[int, ...]:
     return tuple(probe.vocab.token_id(t, name=f"{name}[{j}]") for j, t in enumerate(tokens))
 
 
-def _per_prompt(probe: Any, token: Any, name: str, n: int, single: bool) -> list[int]:
+def _per_prompt(probe: Probe, token: Any, name: str, n: int, single: bool) -> list[int]:
     if isinstance(token, (list, tuple)) and not single:
         if len(token) != n:
             raise InvalidArgument(f"{name}: got {len(token)} tokens for {n} prompts; give one "
@@ -272,7 +262,7 @@ def _check_norm(cache: "ActivationCache", gamma: torch.Tensor, beta: torch.Tenso
                               f"bias` (off by {err:.3g}); direct logit attribution would be wrong")
 
 
-def _direction(model: Any, ids: list[int], gamma: torch.Tensor, beta: torch.Tensor | None
+def _logit_direction(model: Any, ids: list[int], gamma: torch.Tensor, beta: torch.Tensor | None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row: the direction ``gamma * W_U[:, t]`` ([batch, d_model], float32) that a
     normalized part is dotted with, and the constant ``beta . W_U[:, t] + b_U[t]``."""

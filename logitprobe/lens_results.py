@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Sequence, Union
 import torch
 
 from . import display, records
+from ._text import clip
 from .errors import InvalidArgument
-from .results import Candidate, NextToken, TopK, _shorten, log_softmax
+from .results import Candidate, NextToken, TopK, log_softmax
+from .tokens import check_k
 
 if TYPE_CHECKING:
     import pandas
@@ -108,8 +110,6 @@ class LensResult:
 
     def top(self, k: int | None = None) -> list[TopK]:
         """The top ``k`` (default: the ``k`` the lens was made with) at every entry."""
-        from .tokens import check_k
-
         k = check_k(self.k if k is None else k, self._logits.shape[-1])
         # One batched topk and rank count for all entries (not one NextToken each).
         values, ids = torch.topk(self._logits, k, dim=-1)  # [entry, k]
@@ -133,13 +133,13 @@ class LensResult:
         tracked = self.tracked
         header = f"  {'layer':<14} | {'top-' + str(self.k):<44} | {'p(top1)':>7}"
         for tok in tracked:
-            header += f" | {_shorten(repr(tok), 16):>16}"
+            header += f" | {clip(repr(tok), 16):>16}"
         lines = [f"Logit lens after {self.prompt!r} (position {self.position}):", header,
                  "  " + "-" * (len(header) - 2)]
         ranks = self.ranks.tolist() if tracked else [[] for _ in range(len(self))]
         probs = self._logprobs[:, list(self.tracked_ids)].exp().tolist() if tracked else ranks
         for i, (label, top) in enumerate(zip(self.labels, self.top())):
-            words = _shorten(" ".join(repr(t) for t in top.tokens), 44)
+            words = clip(" ".join(repr(t) for t in top.tokens), 44)
             row = f"  {label:<14} | {words:<44} | {top[0].prob:>7.4f}"
             for r, p in zip(ranks[i], probs[i]):
                 row += f" | {f'#{r} p={p:.3f}':>16}"

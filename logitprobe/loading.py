@@ -21,7 +21,6 @@ Hugging Face's progress bars and log messages are switched off for the duration
 from __future__ import annotations
 
 import contextlib
-import copy
 import difflib
 import hashlib
 import importlib.util
@@ -36,7 +35,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ._boot import PLACEMENT, _boot_from_hf, _bridge_class
 from ._quiet import quiet
+from ._text import short
 from ._weights_cache import DamagedCacheWarning, install, problem, write_checksums
 from .errors import InvalidArgument, ModelUnavailableError
 from .progress import bar, check_progress
@@ -159,8 +160,7 @@ def load(model: str = "gpt2", *, device: Any = None, dtype: Any = None,
 
 
 def _short(value: Any, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 2] + "…" + text[-1]
+    return short(value, width)  # the one helper, with this module's width
 
 
 def _check_model(model: Any) -> None:
@@ -260,32 +260,6 @@ def _boot(spec: str, *, device: Any, dtype: Any, bridge_kwargs: dict,
     return _boot_hub(spec, device, dtype, bridge_kwargs)
 
 
-def _bridge_class() -> Any:
-    from transformer_lens.model_bridge import TransformerBridge  # ~1-4 s: import lazily
-
-    return TransformerBridge
-
-
-def _boot_from_hf(hf_model: Any, tokenizer: Any, name: str, device: Any, dtype: Any,
-                  bridge_kwargs: dict) -> tuple[Any, Any]:
-    """Boot a bridge on ``hf_model`` (which it changes); return it with the HF tokenizer.
-
-    The bridge gets its own copy of the tokenizer: TransformerLens normalises the
-    tokenizer it is given (BOS, padding) and logitprobe tokenizes as Hugging Face does.
-    """
-    if device is not None and "device_map" not in bridge_kwargs:
-        hf_model = hf_model.to(device)
-    # Placement was applied when the HF model was loaded (_placement); the bridge refuses it
-    # alongside hf_model=.
-    bridge_kwargs = {k: v for k, v in bridge_kwargs.items() if k not in _PLACEMENT}
-    with warnings.catch_warnings(), quiet():  # quiet: also for Probe(hf_model)
-        warnings.simplefilter("ignore")
-        bridge = _bridge_class().boot_transformers(
-            name, hf_model=hf_model, tokenizer=copy.deepcopy(tokenizer), device=device,
-            dtype=dtype, **bridge_kwargs)
-    return bridge.eval(), tokenizer
-
-
 def _hf_load(source: str, dtype: Any, bridge_kwargs: dict, **kwargs: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -296,7 +270,7 @@ def _hf_load(source: str, dtype: Any, bridge_kwargs: dict, **kwargs: Any) -> tup
 
 
 # Where the weights go, for from_pretrained (accelerate): a model larger than one device.
-_PLACEMENT = ("device_map", "max_memory", "n_devices", "offload_folder")
+_PLACEMENT = PLACEMENT
 
 
 def _placement(bridge_kwargs: dict) -> dict:

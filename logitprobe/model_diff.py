@@ -28,7 +28,7 @@ from .behaviour import Suite, load_suite, run_suite
 from .errors import InvalidArgument
 from .interventions.compare import TokenChange
 from .interventions.serialize import coerce
-from .results import _shorten
+from ._text import clip
 from .sampling_stats import betainc
 from .tokens import check_k
 
@@ -188,13 +188,13 @@ class ModelDiff:
         named = [c.token for c in rows[0].changes] if rows else []
         head = (f"  {'#':>4} | {'prompt':<32} | {'KL(b||c)':>9} | {'KL(c||b)':>9} | {'TV':>6} | "
                 f"{'top-1 (baseline -> candidate)':<30} | {'top-' + str(self.k):>6}")
-        head += "".join(f" | {_shorten(repr(t), 16):>16}" for t in named)
+        head += "".join(f" | {clip(repr(t), 16):>16}" for t in named)
         lines = ([title] if title else []) + [head, "  " + "-" * (len(head) - 2)]
         for p in rows:
             top1 = f"{p.baseline_top1!r} (same)" if p.top1_agrees else \
                 f"{p.baseline_top1!r} -> {p.candidate_top1!r}"
-            line = (f"  {p.index:>4} | {_shorten(repr(p.prompt), 32):<32} | {_fmt(p.kl):>9} | "
-                    f"{_fmt(p.kl_reverse):>9} | {p.tv:>6.3f} | {_shorten(top1, 30):<30} | "
+            line = (f"  {p.index:>4} | {clip(repr(p.prompt), 32):<32} | {_fmt(p.kl):>9} | "
+                    f"{_fmt(p.kl_reverse):>9} | {p.tv:>6.3f} | {clip(top1, 30):<30} | "
                     f"{p.top_k_overlap:>6.0%}")
             line += "".join(f" | {f'{c.rank_before} -> {c.rank_after}':>16}" for c in p.changes)
             lines.append(line)
@@ -247,7 +247,7 @@ def _labels(labels: Any, baseline: Any, candidate: Any, b_iv: Any, c_iv: Any) ->
         return _label(baseline, b_iv, None), _label(candidate, c_iv, None)
     if (not isinstance(labels, (tuple, list)) or len(labels) != 2
             or not all(isinstance(x, str) for x in labels)):
-        raise InvalidArgument(f"labels={_shorten(repr(labels), 60)}: `labels` must be two "
+        raise InvalidArgument(f"labels={clip(repr(labels), 60)}: `labels` must be two "
                               "strings, (baseline, candidate), e.g. ('float32', 'bfloat16')")
     return labels[0], labels[1]
 
@@ -279,7 +279,7 @@ def compare_models(baseline: Any, candidate: Any, prompts: Sequence[str] | str, 
                               "tokenizer")
     for i, p in enumerate(prompts):
         if isinstance(p, str) and baseline.encode(p) != candidate.encode(p):
-            raise InvalidArgument(f"prompts[{i}]={_shorten(repr(p), 60)}: the two models tokenize "
+            raise InvalidArgument(f"prompts[{i}]={clip(repr(p), 60)}: the two models tokenize "
                                   "it differently; compare models that share a tokenizer")
     k = check_k(k, baseline.vocab_size)
     if isinstance(tokens, (str, int)):
@@ -395,8 +395,8 @@ class Flips:
             head = f"  {'case':<40} | {'baseline':>8} | {'candidate':>9} | candidate's failure"
             lines += [head, "  " + "-" * (len(head) - 2)]
             for c in flipped:
-                msg = _shorten((c.message or "").splitlines()[0] if c.message else "", 60)
-                lines.append(f"  {_shorten(c.name, 40):<40} | "
+                msg = clip((c.message or "").splitlines()[0] if c.message else "", 60)
+                lines.append(f"  {clip(c.name, 40):<40} | "
                              f"{'pass' if c.baseline_passed else 'FAIL':>8} | "
                              f"{'pass' if c.candidate_passed else 'FAIL':>9} | {msg}")
         return "\n".join(lines)

@@ -7,15 +7,20 @@ from typing import Any, Sequence, Union, overload
 
 import torch
 
+from ._boot import _boot_from_hf
+from ._text import short
+from ._validate import position as _position
+from ._validate import prompt_list as _prompt_list
 from .backends import backend_for
 from .budget import DEFAULT_MAX_CALL_BYTES, check_limit
 from .engine import Engine, Stats
 from .errors import InvalidArgument, PromptError
-from .results import NextToken, Score, TokenScore, log_softmax
 from .generation import GenerationMixin
+from .interventions.state import InterventionState
 from .interventions.use import InterventionMixin
 from .lens import LensMixin
 from .progress import bar, check_progress
+from .results import NextToken, Score, TokenScore, log_softmax
 from .tokens import Vocabulary
 
 __all__ = ["Probe"]
@@ -61,6 +66,7 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         self.engine = Engine(self.backend, pad_id=int(pad), cache_bytes=cache_bytes,
                              max_batch_tokens=max_batch_tokens)
         self.engine.decode = self.vocab.decode  # names the prompt in NonFiniteLogitsError
+        self._intervention_state = InterventionState()  # intervene blocks, hook facts, references
 
     # -- facts -----------------------------------------------------------------------
     @property
@@ -194,7 +200,7 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         ' Paris'
         """
         if split not in ("harness", "exact"):
-            raise InvalidArgument(f"split={_short(split)}: `split` must be 'harness' (split as "
+            raise InvalidArgument(f"split={short(split, 60)}: `split` must be 'harness' (split as "
                                   "lm-evaluation-harness does, the default) or 'exact' (the "
                                   "continuation's own tokens)")
         intervention = self._compile_interventions(interventions)
@@ -225,10 +231,10 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
             prompt, cont = prompt[:-n_spaces], prompt[-n_spaces:] + cont
         ids = self.vocab.encode(prompt, allow_empty=True)
         if not ids:
-            raise PromptError(f"prompt={_short(prompt + cont[:n_spaces])}: with split='harness' "
-                              "the prompt's trailing whitespace moves to the continuation, which "
-                              "leaves no context; give some text before it, or use "
-                              "split='exact'")
+            raise PromptError(f"prompt={short(prompt + cont[:n_spaces], 60)}: with "
+                              "split='harness' the prompt's trailing whitespace moves to the "
+                              "continuation, which leaves no context; give some text before it, "
+                              "or use split='exact'")
         whole = self.vocab.encode(prompt + cont, name=f"prompt + {name}")
         return ids, whole[len(ids):]
 
@@ -260,17 +266,6 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         return out
 
 
-def _prompt_list(prompts: Any) -> list[str]:
-    if isinstance(prompts, (list, tuple)) and prompts:
-        for i, p in enumerate(prompts):
-            if not isinstance(p, str):
-                raise PromptError(f"prompt[{i}]={p!r}: every prompt must be a str")
-        return list(prompts)
-    got = "an empty list" if isinstance(prompts, (list, tuple)) else type(prompts).__name__
-    raise PromptError(f"prompt={prompts!r}: `prompt` must be a str or a non-empty list of str, "
-                      f"not {got}")
-
-
 def _continuations(continuation: Any, n: int) -> list[tuple[str, str]]:
     """``(argument name, text)`` per prompt; named errors for anything but non-empty str."""
     if isinstance(continuation, str):
@@ -281,36 +276,23 @@ def _continuations(continuation: Any, n: int) -> list[tuple[str, str]]:
                                   f"{n} prompts; give one each, or one str")
         items = [(f"continuation[{i}]", c) for i, c in enumerate(continuation)]
     else:
-        raise InvalidArgument(f"continuation={_short(continuation)}: `continuation` must be a "
+        raise InvalidArgument(f"continuation={short(continuation, 60)}: `continuation` must be a "
                               "non-empty str (e.g. ' Paris'), or a list of them, one per prompt; "
                               f"not {type(continuation).__name__}")
     for name, c in items:
         if not isinstance(c, str) or not c:
-            raise InvalidArgument(f"{name}={_short(c)}: `{name}` must be a non-empty str, "
+            raise InvalidArgument(f"{name}={short(c, 60)}: `{name}` must be a non-empty str, "
                                   "e.g. ' Paris'")
     return items
 
 
 def _no_tokens(name: str, cont: str, dropped: bool) -> str:
     if dropped:
-        return (f"{name}={_short(cont)}: encodes to 0 tokens (the tokenizer drops all of it), "
+        return (f"{name}={short(cont, 60)}: encodes to 0 tokens (the tokenizer drops all of it), "
                 "so there is nothing to score; give text the tokenizer keeps, e.g. ' Paris'")
-    return (f"{name}={_short(cont)}: adds no token after the prompt when both are tokenized "
+    return (f"{name}={short(cont, 60)}: adds no token after the prompt when both are tokenized "
             "together (it merges into the prompt's last token), so there is nothing to score "
             "with split='harness'; use split='exact' to score its own tokens")
-
-
-def _short(value: Any, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 2] + "…" + text[-1]
-
-
-def _position(position: int, n: int, prompt: str) -> int:
-    pos = position + n if position < 0 else position
-    if not 0 <= pos < n:
-        raise InvalidArgument(f"position={position!r}: the prompt {prompt!r} has {n} tokens, "
-                              f"so `position` must be in [{-n}, {n - 1}]")
-    return pos
 
 
 def _is_hf_model(model: Any) -> bool:
@@ -323,8 +305,6 @@ def _is_hf_model(model: Any) -> bool:
 
 def _boot_copy(hf_model: Any, tokenizer: Any) -> Any:
     """Boot a bridge on a deep copy: booting changes the model it is given."""
-    from .loading import _boot_from_hf
-
     if tokenizer is None:
         raise InvalidArgument("tokenizer=None: wrapping a Hugging Face model needs its "
                               "tokenizer: Probe(hf_model, tokenizer=tokenizer)")

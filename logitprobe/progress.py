@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterable, Iterator
 
+from ._text import short
 from .errors import InvalidArgument
 
 __all__ = ["bar", "check_progress", "iterate", "track"]
@@ -39,7 +40,7 @@ def check_progress(progress: Any, name: str = "progress") -> Any:
         return progress
     if progress is None:
         return False
-    raise InvalidArgument(f"{name}={_short(progress)}: `{name}` must be True, False or a "
+    raise InvalidArgument(f"{name}={short(progress, 60)}: `{name}` must be True, False or a "
                           "tqdm-like callable (e.g. progress=tqdm.tqdm)")
 
 
@@ -75,6 +76,3 @@ def track(items: Iterable[Any], progress: Any, *, total: int, desc: str) -> Iter
         yield from iterate(items, shown)
 
 
-def _short(value: Any, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidArgument, LogitProbeError
+from .errors import InvalidArgument, OptionalDependencyError
 from .sampling_stats import binomial_interval
 
 if TYPE_CHECKING:
@@ -25,10 +25,6 @@ __all__ = ["OptionalDependencyError", "attribution", "candidates", "comparison",
            "generation", "lens", "next_token", "patch_sweep", "score", "to_pandas"]
 
 Record = dict[str, Any]
-
-
-class OptionalDependencyError(LogitProbeError, ImportError):
-    """An optional package a call needs (pandas for ``to_pandas()``) is not installed."""
 
 
 def to_pandas(records: list[Record]) -> "pandas.DataFrame":
@@ -71,7 +67,7 @@ def frequencies(freq: Any, rows: int | None = None, confidence: float = 0.99) ->
     items = freq._sorted()
     for tid, count in items if rows is None else items[:rows]:
         lo, hi = binomial_interval(count, freq.n, confidence=confidence)
-        out.append({"prompt": freq.prompt, "token": freq._vocab.decode_one(tid), "id": tid,
+        out.append({"prompt": freq.prompt, "token": freq.vocab.decode_one(tid), "id": tid,
                     "count": count, "freq": count / freq.n, "p": float(freq._probs[tid]),
                     "low": lo, "high": hi})
     return out

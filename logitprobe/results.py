@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Iterator, Sequence, Union
 
 import torch
 
-from . import display, records
+from . import _stats, display, records
+from ._text import Table
+from .tokens import check_k
+
 if TYPE_CHECKING:
     import pandas
 
@@ -92,21 +95,17 @@ def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
 
 
+_TABLE = Table(("rank", ">6"), ("token", "<20"), ("id", ">7"), ("logit", ">9.3f"),
+               ("prob", ">8.4f"))
+
+
 def format_table(rows: Sequence[Candidate], *, marked: int | None = None) -> str:
     """``rank | token | id | logit | prob`` table; the row whose id is ``marked`` gets ``>``."""
-    header = f"  {'rank':>6} | {'token':<20} | {'id':>7} | {'logit':>9} | {'prob':>8}"
-    lines = [header, "  " + "-" * (len(header) - 2)]
+    lines = _TABLE.header()
     for c in rows:
         mark = ">" if marked is not None and c.id == marked else " "
-        lines.append(
-            f"{mark} {c.rank:>6} | {_shorten(repr(c.token), 20):<20} | {c.id:>7} | "
-            f"{c.logit:>9.3f} | {c.prob:>8.4f}"
-        )
+        lines.append(_TABLE.row(c.rank, repr(c.token), c.id, c.logit, c.prob, mark=mark))
     return "\n".join(lines)
-
-
-def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 class TopK(Sequence[Candidate]):
@@ -197,6 +196,11 @@ class NextToken:
         self.position = position  # 0-based index of the position read, in token_ids
 
     @property
+    def vocab(self) -> Vocabulary:
+        """The model's :class:`~logitprobe.tokens.Vocabulary` (tokens <-> ids, as the probe's)."""
+        return self._vocab
+
+    @property
     def logits(self) -> torch.Tensor:
         return self._logits.clone()
 
@@ -252,8 +256,6 @@ class NextToken:
 
     def top(self, k: int = 10) -> TopK:
         """The ``k`` most likely tokens, best first (ties broken by lower id)."""
-        from .tokens import check_k
-
         k = check_k(k, self.vocab_size)
         values, ids = torch.topk(self._logits, min(k + 1, self.vocab_size))
         if k < self.vocab_size and values[k] == values[k - 1]:
@@ -297,9 +299,7 @@ class NextToken:
 
     def entropy(self) -> float:
         """Shannon entropy of the next-token distribution, in nats."""
-        lp = self._logprobs
-        p = lp.exp()
-        return float(-(torch.where(p > 0, p * lp, torch.zeros_like(lp))).sum())
+        return _stats.entropy(self._logprobs)
 
     @property
     def argmax(self) -> Candidate:
@@ -373,12 +373,12 @@ class Score:
         return math.exp(-self.logprob / len(self.tokens))
 
     def __str__(self) -> str:
+        table = Table(("token", "<20"), ("logprob", ">9.4f"), ("prob", ">8.4f"), ("rank", ">6"))
         lines = [f"Score of {self.continuation!r} after {self.prompt!r}: "
                  f"logprob={self.logprob:.4f} (greedy={self.is_greedy})",
-                 f"  {'token':<20} | {'logprob':>9} | {'prob':>8} | {'rank':>6}"]
+                 *table.header(rule=False)]
         for t in self.tokens:
-            lines.append(f"  {_shorten(repr(t.token), 20):<20} | {t.logprob:>9.4f} | "
-                         f"{t.prob:>8.4f} | {t.rank:>6}")
+            lines.append(table.row(repr(t.token), t.logprob, t.prob, t.rank))
         return "\n".join(lines)
 
     # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------

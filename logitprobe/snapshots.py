@@ -43,10 +43,9 @@ import torch
 import yaml
 
 from . import divergence
-from .assertions import LogitAssertionError
-from .errors import InvalidArgument
+from .errors import InvalidArgument, LogitAssertionError, SnapshotError
 from .interventions.serialize import coerce, to_dict
-from .results import _shorten
+from ._text import clip
 from .tokens import check_k
 
 __all__ = ["DEFAULT_K", "TOLERANCES", "CaseDiff", "SnapshotError", "SnapshotFile",
@@ -64,16 +63,6 @@ TOLERANCES: dict[str, tuple[float, float]] = {
 }
 SAMPLES = 64  # strided samples per parameter tensor in the fingerprint
 _FINGERPRINTS: WeakKeyDictionary = WeakKeyDictionary()
-
-
-class SnapshotError(LogitAssertionError):
-    """A snapshot cannot be compared: missing, unreadable, or taken with other weights/device.
-
-    A subclass of :class:`~logitprobe.LogitAssertionError` (so of ``AssertionError``): the
-    test fails with the message, which says how to write or rewrite the snapshot.
-    """
-
-    __module__ = "logitprobe.snapshots"
 
 
 # -- provenance --------------------------------------------------------------------------
@@ -346,7 +335,7 @@ class SnapshotResult:
             if c.passed:
                 continue
             lines.append("")
-            lines.append(f"[case {i + 1}] {_shorten(repr(c.prompt), 70)}: {'; '.join(c.reasons)}")
+            lines.append(f"[case {i + 1}] {clip(repr(c.prompt), 70)}: {'; '.join(c.reasons)}")
             lines.append(f"  max error {c.max_error:.4g}, entropy {c.entropy_before:.4f} -> "
                          f"{c.entropy_after:.4f}")
             lines.append(_rows_table(c.rows, show))
@@ -371,7 +360,7 @@ def _rows_table(rows: Sequence[TokenRow], show: int) -> str:
         before = "-" if r.logprob_before is None else f"{r.logprob_before:.4f}"
         delta = "" if r.logprob_before is None else f"{r.logprob_after - r.logprob_before:+.4f}"
         mark = "!" if r.over else " "
-        lines.append(f"  {mark} {r.status:<7} | {_shorten(repr(r.token), 20):<20} | {r.id:>7} | "
+        lines.append(f"  {mark} {r.status:<7} | {clip(repr(r.token), 20):<20} | {r.id:>7} | "
                      f"{rank:>9} | {before + ' -> ' + format(r.logprob_after, '.4f'):>23} | "
                      f"{delta:>8}")
     if len(changed) > show:
@@ -448,7 +437,7 @@ class SnapshotFile:
             return {str(k): _entry(v) for k, v in (data.get("snapshots") or {}).items()}
         except (yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"{self.path}: not a readable snapshot file ({type(exc).__name__}: "
-                                f"{_shorten(str(exc), 200)}); delete it and rewrite it with "
+                                f"{clip(str(exc), 200)}); delete it and rewrite it with "
                                 "pytest --logitprobe-snapshot-update") from None
 
     def save(self) -> None:
@@ -542,7 +531,7 @@ def check_snapshot(file: SnapshotFile, key: str, probe: Any, prompts: Sequence[s
             return "rewritten", None
         raise SnapshotError(f"{where}: the test now asks something else than the snapshot holds "
                             f"(prompts, k, position or interventions changed: stored "
-                            f"{_shorten(repr(entry.query()), 160)}); rewrite it with pytest "
+                            f"{clip(repr(entry.query()), 160)}); rewrite it with pytest "
                             "--logitprobe-snapshot-update")
     if not update:
         check_provenance(entry, now, where=where, allow_other_model=allow_other_model,

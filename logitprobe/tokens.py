@@ -16,6 +16,7 @@ from __future__ import annotations
 import operator
 from typing import Any, Sequence
 
+from ._text import short
 from .errors import InvalidArgument, PromptError, TokenError
 
 __all__ = ["Vocabulary", "check_k"]
@@ -30,7 +31,7 @@ def check_k(k: Any, vocab_size: int, name: str = "k") -> int:
         try:
             k = operator.index(k)
         except TypeError:
-            raise InvalidArgument(f"{name}={_short(k)}: `{name}` must be an int between 1 and "
+            raise InvalidArgument(f"{name}={short(k, 60)}: `{name}` must be an int between 1 and "
                                   f"{vocab_size} (try {name}=10)") from None
     if not 1 <= k <= vocab_size:
         raise InvalidArgument(f"{name}={k!r}: `{name}` must be between 1 and the vocabulary "
@@ -61,7 +62,7 @@ class Vocabulary:
     def encode(self, text: Any, *, name: str = "prompt", allow_empty: bool = False) -> list[int]:
         """Ids of a prompt, honouring the BOS policy and the context length."""
         if not isinstance(text, str):
-            raise PromptError(f"{name}={_short(text)}: `{name}` must be a str, "
+            raise PromptError(f"{name}={short(text, 60)}: `{name}` must be a str, "
                               f"not {type(text).__name__}")
         ids = self._tokens(text, add_special_tokens=self.prepend_bos is not False, name=name,
                            error=PromptError)
@@ -71,7 +72,7 @@ class Vocabulary:
             raise PromptError(f"{name}={text!r}: the prompt is empty (0 tokens); give some text "
                               "or load the model with prepend_bos=True to start from BOS")
         if self.n_ctx is not None and len(ids) > self.n_ctx:
-            raise PromptError(f"{name}={_short(text)}: the prompt is {len(ids)} tokens, longer "
+            raise PromptError(f"{name}={short(text, 60)}: the prompt is {len(ids)} tokens, longer "
                               f"than the model's context of {self.n_ctx}; shorten it")
         return ids
 
@@ -90,7 +91,7 @@ class Vocabulary:
             bad = _lone_surrogate(text)
             if bad is None:
                 raise
-            raise error(f"{name}={_short(text)}: contains a lone surrogate {text[bad]!r} at "
+            raise error(f"{name}={short(text, 60)}: contains a lone surrogate {text[bad]!r} at "
                         f"index {bad}, which is not valid Unicode and cannot be tokenized; "
                         "remove it (decode bytes with errors='replace')") from None
 
@@ -105,19 +106,19 @@ class Vocabulary:
     def check_ids(self, ids: Any, name: str = "ids") -> list[int]:
         """``ids`` as a list of in-range int ids; bools, floats and strings are refused."""
         if isinstance(ids, (str, bytes)):
-            raise TokenError(f"{name}={_short(ids)}: `{name}` must be token ids (ints), not "
+            raise TokenError(f"{name}={short(ids, 60)}: `{name}` must be token ids (ints), not "
                              "text; probe.encode(text) gives the ids of a text")
         if _is_id(ids):
             ids = [ids]
         try:
             items = list(ids)
         except TypeError:
-            raise TokenError(f"{name}={_short(ids)}: `{name}` must be an int id or a sequence "
+            raise TokenError(f"{name}={short(ids, 60)}: `{name}` must be an int id or a sequence "
                              f"of int ids (e.g. [464, 3139]), not {type(ids).__name__}") from None
         out = []
         for j, i in enumerate(items):
             if not _is_id(i):
-                raise TokenError(f"{name}[{j}]={_short(i)}: token ids must be ints, not "
+                raise TokenError(f"{name}[{j}]={short(i, 60)}: token ids must be ints, not "
                                  f"{type(i).__name__} (probe.encode(text) gives the ids of a "
                                  "text)")
             out.append(self._check_id(operator.index(i), f"{name}[{j}]"))
@@ -152,7 +153,7 @@ class Vocabulary:
         if hasattr(token, "id") and hasattr(token, "token"):  # a Candidate
             return self._check_id(int(token.id), name)
         if not isinstance(token, str):
-            raise TokenError(f"{name}={_short(token)}: `{name}` must be a token string "
+            raise TokenError(f"{name}={short(token, 60)}: `{name}` must be a token string "
                              f"(e.g. ' Paris') or an int id, not {type(token).__name__}")
         cached = self._single_cache.get(token)
         if cached is not None:
@@ -162,7 +163,7 @@ class Vocabulary:
                              "such as ' Paris' (note the leading space)")
         ids = self.pieces(token, name=name)
         if not ids:
-            raise TokenError(f"{name}={_short(token)} encodes to 0 tokens (the tokenizer drops "
+            raise TokenError(f"{name}={short(token, 60)} encodes to 0 tokens (the tokenizer drops "
                              "all of it), so it can be neither predicted nor scored; give a "
                              "token the tokenizer keeps, such as ' Paris'")
         if len(ids) != 1:
@@ -213,6 +214,3 @@ def _lone_surrogate(text: str) -> int | None:
     return None
 
 
-def _short(value: Any, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"

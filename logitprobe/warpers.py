@@ -44,7 +44,7 @@ def _real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _positive_int(value: Any) -> bool:
+def _is_positive_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
@@ -52,12 +52,12 @@ def _positive_int(value: Any) -> bool:
 _RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "temperature": (lambda v: _real(v) and math.isfinite(v) and v > 0, "a finite number > 0",
                     "0.7; lower is greedier, and its limit 0 is Greedy() / do_sample=False"),
-    "top_k": (_positive_int, "a positive int", "5"),
+    "top_k": (_is_positive_int, "a positive int", "5"),
     "top_p": (lambda v: _real(v) and 0 < v <= 1, "a number in (0, 1]",
               "0.9; 1.0 keeps every token"),
     "min_p": (lambda v: _real(v) and 0 <= v <= 1, "a number in [0, 1]",
               "0.05; 0 keeps every token"),
-    "n": (_positive_int, "a positive int", "1"),
+    "n": (_is_positive_int, "a positive int", "1"),
 }
 
 

@@ -1,4 +1,11 @@
-"""Shared fixtures: one load per model per test session (per xdist worker)."""
+"""Shared fixtures: one load per model per test session (per xdist worker).
+
+Tests are selectable by cost: ``pytest -m "not slow"`` (``make test-fast``) runs the unit
+tests on the tiny random models; ``pytest`` runs everything. A test is ``slow`` when it is
+marked so, needs the embedded SmolLM2 model (a ``smol*`` fixture or parameter), runs pytest through
+``pytester``, or lives in a module listed in ``SLOW_MODULES`` (docs, examples, notebooks,
+benchmarks, subprocess runs of the command line).
+"""
 
 from __future__ import annotations
 
@@ -57,6 +64,22 @@ def smol_hf(smol_hf_dir):
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+SLOW_FIXTURES = {"smol", "smol_hf", "smol_hf_dir", "pytester"}
+SLOW_MODULES = {"test_benchmarks", "test_docs", "test_examples", "test_hooked_transformer",
+                "test_interventions_smol", "test_notebook", "test_smollm2"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rpartition(".")[2] if module is not None else ""
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        smol_param = any(isinstance(v, str) and v.startswith("smol") for v in params.values())
+        if (name in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or smol_param):  # parametrized over models, fetched with getfixturevalue
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_configure(config: pytest.Config) -> None:

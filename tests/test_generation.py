@@ -252,7 +252,7 @@ def test_generate_bad_arguments(tiny, kwargs, error, pattern):
 def test_prompt_that_fills_the_context(tiny):
     prompt = " cat" * tiny.n_ctx
     assert len(tiny.encode(prompt)) == tiny.n_ctx == 128
-    pattern = (r"max_new_tokens=1: the prompt ' cat cat .*… has 128 tokens and already fills "
+    pattern = (r"max_new_tokens=1: the prompt ' cat cat .*…' has 128 tokens and already fills "
                r"the model's context of 128; shorten it")
     with pytest.raises(InvalidArgument, match=pattern):
         tiny.generate(prompt, max_new_tokens=1)

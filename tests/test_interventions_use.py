@@ -190,8 +190,9 @@ def test_a_failing_spec_applies_nothing(tiny, no_leaks):
     mean = MeanAblate("blocks.1.hook_resid_pre", reference=["never computed"])
     with pytest.raises(InvalidArgument, match="did you mean"):
         tiny.next_token(PROMPT, interventions=[BOOST, mean, ZeroAblate("blocks.1.hook_mlp_ot")])
-    assert ("blocks.1.hook_resid_pre", "never computed") not in tiny.__dict__.get(
-        "_lp_activations", {}), "validate everything before running any reference forward"
+    assert ("blocks.1.hook_resid_pre", "never computed") not in \
+        tiny._intervention_state.activations, \
+        "validate everything before running any reference forward"
     assert torch.equal(tiny.next_token(PROMPT).logits, clean)
 
 

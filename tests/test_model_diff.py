@@ -305,7 +305,7 @@ def test_cli_diff_suite_flips(tiny_gpt2_dir, tiny, ablate_file, tmp_path, capsys
 
 @pytest.mark.parametrize("extra, message", [
     ((), "--candidate: the candidate is the baseline"),
-    (("--candidate-dtype", "bfloat16", "--plot", "x.txt"), "--plot='x.txt': the extension"),
+    (("--candidate-dtype", "bfloat16", "--plot", "x.txt"), "--plot='x.txt': '.txt' is not a figure format"),
     (("--candidate-dtype", "bfloat16", "-k", "0"), "--k=0: must be at least 1"),
 ])
 def test_cli_diff_usage_errors(tiny_gpt2_dir, capsys, extra, message):

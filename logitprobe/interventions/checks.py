@@ -10,12 +10,15 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
 from ..errors import InvalidArgument, PromptError, TokenError
 from .specs import MeanAblate, Patch, Spec, Steer
+
+if TYPE_CHECKING:
+    from ..probe import Probe
 
 __all__ = ["HookInfo", "activations", "check_hook", "check_prompt", "check_shape", "check_token",
            "hook_info", "label"]
@@ -62,7 +65,7 @@ def label(spec: Spec) -> str:
     return f"{name}({first}={getattr(spec, first)!r})"
 
 
-def check_hook(probe: Any, spec: Spec, names: frozenset[str]) -> str:
+def check_hook(probe: Probe, spec: Spec, names: frozenset[str]) -> str:
     """The spec's hook name, if the model has it; else an error with a did-you-mean."""
     name = spec.hook
     if name in names:
@@ -87,9 +90,9 @@ def check_hook(probe: Any, spec: Spec, names: frozenset[str]) -> str:
                           f"(probe.model.hook_dict lists all {len(names)})")
 
 
-def hook_info(probe: Any, hooks: Sequence[str]) -> dict[str, HookInfo]:
+def hook_info(probe: Probe, hooks: Sequence[str]) -> dict[str, HookInfo]:
     """Layouts of ``hooks``' activations, probed once per probe with a (2, 3) forward."""
-    known: dict[str, HookInfo] = probe.__dict__.setdefault("_lp_hook_info", {})
+    known = probe._intervention_state.hook_info
     missing = sorted(set(hooks) - set(known))
     if missing:
         seen: dict[str, torch.Tensor] = {}
@@ -113,7 +116,7 @@ def hook_info(probe: Any, hooks: Sequence[str]) -> dict[str, HookInfo]:
     return {h: known[h] for h in hooks}
 
 
-def _layout(probe: Any, name: str, x: torch.Tensor) -> HookInfo:
+def _layout(probe: Probe, name: str, x: torch.Tensor) -> HookInfo:
     hook_point = probe.model.hook_dict.get(name)
     key_axis = name.endswith(("hook_pattern", "hook_attn_scores"))
     pos_axis = getattr(hook_point, "pos_dim", None)
@@ -164,23 +167,23 @@ def check_shape(spec: Spec, info: HookInfo | None) -> None:
                               "'blocks.0.attn.hook_z'")
 
 
-def check_token(probe: Any, spec: Spec, token: Any, name: str) -> int:
+def check_token(probe: Probe, spec: Spec, token: Any, name: str) -> int:
     try:
         return probe.vocab.token_id(token, name=name)
     except TokenError as exc:
         raise TokenError(f"{label(spec)}: {exc}") from None
 
 
-def check_prompt(probe: Any, spec: Spec, prompt: str, name: str) -> list[int]:
+def check_prompt(probe: Probe, spec: Spec, prompt: str, name: str) -> list[int]:
     try:
         return probe.vocab.encode(prompt, name=name)
     except PromptError as exc:
         raise PromptError(f"{label(spec)}: {exc}") from None
 
 
-def activations(probe: Any, prompt: str, hook: str) -> torch.Tensor:
+def activations(probe: Probe, prompt: str, hook: str) -> torch.Tensor:
     """``hook``'s activation on ``prompt`` alone, ``(pos, *features)``, cached per probe."""
-    cache: dict = probe.__dict__.setdefault("_lp_activations", {})
+    cache = probe._intervention_state.activations
     key = (hook, prompt)
     if key not in cache:
         while len(cache) >= _MAX_ACTIVATIONS:  # oldest first

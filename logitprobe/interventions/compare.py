@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from .. import display, records
-from ..results import NextToken, TopK, _shorten
+from .._stats import kl
+from .._text import clip
+from ..results import NextToken, TopK
 
 if TYPE_CHECKING:
     import pandas
@@ -79,10 +79,7 @@ class Comparison:
     @cached_property
     def kl(self) -> float:
         """KL(before || after) = sum p_before * (log p_before - log p_after), in nats."""
-        lp, lq = self.before.logprobs.double(), self.after.logprobs.double()
-        p = lp.exp()
-        terms = torch.where(p > 0, p * (lp - lq), torch.zeros_like(p))
-        return float(terms.sum())
+        return kl(self.before.logprobs, self.after.logprobs)
 
     @cached_property
     def changes(self) -> tuple[TokenChange, ...]:
@@ -120,15 +117,15 @@ class Comparison:
         lines.append(f"  {'#':>3} | {'before':<20} | {'prob':>8} || {'after':<20} | {'prob':>8}")
         lines.append("  " + "-" * 70)
         for i, (b, a) in enumerate(zip(self.top_before, self.top_after), start=1):
-            lines.append(f"  {i:>3} | {_shorten(repr(b.token), 20):<20} | {b.prob:>8.4f} || "
-                         f"{_shorten(repr(a.token), 20):<20} | {a.prob:>8.4f}")
+            lines.append(f"  {i:>3} | {clip(repr(b.token), 20):<20} | {b.prob:>8.4f} || "
+                         f"{clip(repr(a.token), 20):<20} | {a.prob:>8.4f}")
         if self.changes:
             lines.append("")
             lines.append(f"  {'token':<20} | {'rank':^16} | {'prob':^18} | {'logit':^20}".rstrip())
             lines.append("  " + "-" * 84)
             for c in self.changes:
                 lines.append(
-                    f"  {_shorten(repr(c.token), 20):<20} | {c.rank_before:>6} -> "
+                    f"  {clip(repr(c.token), 20):<20} | {c.rank_before:>6} -> "
                     f"{c.rank_after:<6} | {c.prob_before:>7.4f} -> {c.prob_after:<7.4f} | "
                     f"{_fmt(c.logit_before):>8} -> {_fmt(c.logit_after):<8}".rstrip())
         if self.logit_diff is not None:

@@ -18,26 +18,25 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from ..errors import LogitProbeError
+from ..errors import InterventionNotFired, InvalidArgument, LogitProbeError
 from .checks import (HookInfo, activations, check_hook, check_prompt, check_token, hook_info,
                      check_shape)
 from .grammar import Expression
 from .specs import (LOGITS_HOOK, AddLogit, BanTokens, Match, MeanAblate, Patch, Scale, ScaleLogit,
                     SetLogit, Spec, Steer, ZeroAblate, is_stable)
 
+if TYPE_CHECKING:
+    from ..probe import Probe
+
 __all__ = ["InterventionNotFired", "Interventions", "compile_specs"]
 
 TOKENS_HOOK = "embed.hook_in"  # input ids of the forward, for token-match positions
 # Hooks whose edits reach no other position: editing them at 'last' is the same with a KV cache.
 _TERMINAL_PREFIXES = ("unembed.", "ln_final.", "hook_unembed")
-
-
-class InterventionNotFired(LogitProbeError):
-    """A spec selected no position in any forward it was attached to."""
 
 
 class _Plan:
@@ -281,7 +280,7 @@ class Interventions:
         return f"Interventions({list(self.specs)!r})"
 
 
-def compile_specs(probe: Any, specs: Sequence[Spec]) -> Interventions:
+def compile_specs(probe: Probe, specs: Sequence[Spec]) -> Interventions:
     """Validate ``specs`` against ``probe``'s model, then build their plans (in order)."""
     names = _hook_names(probe)
     hooks = []
@@ -309,7 +308,7 @@ def compile_specs(probe: Any, specs: Sequence[Spec]) -> Interventions:
     return Interventions(plans)
 
 
-def _check_plan(probe: Any, plan: _Plan) -> None:
+def _check_plan(probe: Probe, plan: _Plan) -> None:
     spec = plan.spec
     if isinstance(spec, (SetLogit, AddLogit, ScaleLogit)):
         plan.token_id = check_token(probe, spec, spec.token, "token")  # type: ignore[attr-defined]
@@ -336,8 +335,6 @@ def _check_plan(probe: Any, plan: _Plan) -> None:
 
 
 def _width_error(spec: Steer, plan: _Plan, width: int) -> Exception:
-    from ..errors import InvalidArgument
-
     feats = "x".join(map(str, plan.info.features))  # type: ignore[union-attr]
     return InvalidArgument(
         f"Steer(hook={spec.hook!r}): vector has {len(spec.vector)} values but the activation "  # type: ignore[arg-type]
@@ -345,7 +342,7 @@ def _width_error(spec: Steer, plan: _Plan, width: int) -> Exception:
         "vector from two prompts with positive=... and negative=...")
 
 
-def _prepare(probe: Any, plan: _Plan) -> None:
+def _prepare(probe: Probe, plan: _Plan) -> None:
     """Reference activations (computed once per probe, hook and prompts)."""
     spec = plan.spec
     if isinstance(spec, MeanAblate):
@@ -365,9 +362,8 @@ def _prepare(probe: Any, plan: _Plan) -> None:
         plan.source = activations(probe, spec.source, plan.hook)  # type: ignore[attr-defined]
 
 
-def _hook_names(probe: Any) -> frozenset[str]:
-    names = getattr(probe, "_lp_hook_names", None)
-    if names is None:
-        names = frozenset(probe.model.hook_dict)
-        probe._lp_hook_names = names
-    return names
+def _hook_names(probe: Probe) -> frozenset[str]:
+    state = probe._intervention_state
+    if state.hook_names is None:
+        state.hook_names = frozenset(probe.model.hook_dict)
+    return state.hook_names

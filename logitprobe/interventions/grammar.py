@@ -28,7 +28,7 @@ import math
 import re
 from typing import Any
 
-from .._evidence import short
+from .._text import short
 from ..errors import InvalidArgument
 
 __all__ = ["NAMES", "Expression"]

@@ -31,11 +31,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import torch
 
 from .. import display, records
+from .._text import short
 from ..errors import InvalidArgument, PromptError
 from ..progress import check_progress, track
 
 if TYPE_CHECKING:
     import pandas
+
+    from ..probe import Probe
 
 __all__ = ["ACTIVATIONS", "PatchSweep", "sweep"]
 
@@ -140,7 +143,7 @@ def _whole(corrupted: torch.Tensor, index: Sequence[int], clean: torch.Tensor) -
     return clean.clone()  # every position of the layer
 
 
-def sweep(probe: Any, clean: str, corrupted: str, tokens: Sequence[Any] | None = None, *,
+def sweep(probe: Probe, clean: str, corrupted: str, tokens: Sequence[Any] | None = None, *,
           metric: Callable[[torch.Tensor], Any] | None = None, activation: str = "resid_pre",
           per_position: bool = True, progress: Any = False) -> PatchSweep:
     """Patch ``activation`` of each layer (x position) from ``clean`` into ``corrupted``."""
@@ -206,19 +209,14 @@ def _scalar(value: Any, name: str) -> torch.Tensor:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok:
         shown = (f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
-                 else f"{type(value).__name__} {_short(value)}")
+                 else f"{type(value).__name__} {short(value, 60)}")
         raise InvalidArgument(f"metric={name}: returned {shown}; a patch-sweep metric must "
                               "return one number (a float or a one-element tensor), e.g. "
                               "lambda logits: logits[a] - logits[b]")
     return torch.as_tensor(value).detach().to(torch.float32).reshape(())
 
 
-def _short(value: Any, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _metric(probe: Any, tokens: Any, metric: Any) -> tuple[Callable[[torch.Tensor], Any], str]:
+def _metric(probe: Probe, tokens: Any, metric: Any) -> tuple[Callable[[torch.Tensor], Any], str]:
     if metric is not None:
         if not callable(metric):
             raise InvalidArgument(f"metric={metric!r}: `metric` must be a callable taking the "

@@ -26,35 +26,21 @@ from typing import Any, Iterable
 
 import yaml
 
-from .._evidence import short
 from .._safe_yaml import compose, construct, decode, duplicate_key
+from .._text import short
 from ..errors import InvalidArgument
-from .specs import SPEC_TYPES, Match, Spec, spec_fields
+from .specs import SPEC_TYPES, Spec, spec_fields
 
 __all__ = ["coerce", "dump", "from_dict", "from_json", "from_yaml", "load", "to_dict", "to_json",
            "to_yaml"]
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Match):
-        return {"token": value.token}
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def to_dict(spec: Spec) -> dict[str, Any]:
     """``{"kind": ..., <fields that differ from their defaults>}``: JSON/YAML-ready."""
     if not isinstance(spec, Spec):
-        raise InvalidArgument(f"spec={_short(spec)}: expected an intervention spec such as "
+        raise InvalidArgument(f"spec={short(spec, 80)}: expected an intervention spec such as "
                               "SetLogit(' coffee', to='max+10')")
-    out: dict[str, Any] = {"kind": spec.kind}
-    for f in spec_fields(type(spec)):
-        value = getattr(spec, f.name)
-        if f.default is not MISSING and value == f.default:
-            continue
-        out[f.name] = _plain(value)
-    return out
+    return spec.to_dict()
 
 
 def from_dict(data: Any, *, where: str | None = None) -> Spec:
@@ -66,20 +52,20 @@ def from_dict(data: Any, *, where: str | None = None) -> Spec:
     if isinstance(data, Spec):
         return data
     if not isinstance(data, Mapping):
-        raise InvalidArgument(f"{at}{_short(data)}: an intervention must be a mapping with a "
+        raise InvalidArgument(f"{at}{short(data, 80)}: an intervention must be a mapping with a "
                               f"'kind' ({', '.join(SPEC_TYPES)}) and its fields")
     kind = data.get("kind")
     if kind is None:
-        raise InvalidArgument(f"{at}{_short(dict(data))}: missing field 'kind'; one of "
+        raise InvalidArgument(f"{at}{short(dict(data), 80)}: missing field 'kind'; one of "
                               f"{', '.join(SPEC_TYPES)}")
     cls = SPEC_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise InvalidArgument(f"{at}kind={_short(kind)}: unknown intervention kind"
+        raise InvalidArgument(f"{at}kind={short(kind, 80)}: unknown intervention kind"
                               f"{_did_you_mean(kind, SPEC_TYPES)}; known: {', '.join(SPEC_TYPES)}")
     known = {f.name: f for f in spec_fields(cls)}
     for name in data:
         if name != "kind" and name not in known:
-            raise InvalidArgument(f"{at}{kind}: unknown field {_short(name)}"
+            raise InvalidArgument(f"{at}{kind}: unknown field {short(name, 80)}"
                                   f"{_did_you_mean(name, known)};"
                                   f" {kind} takes {', '.join(known)}")
     missing = [n for n, f in known.items() if f.default is MISSING and n not in data]
@@ -122,7 +108,7 @@ def coerce(interventions: Any) -> tuple[Spec, ...]:
             else:
                 out.append(from_dict(item, where=f"interventions[{i}]"))
         return tuple(out)
-    raise InvalidArgument(f"interventions={_short(interventions)}: expected a spec (e.g. "
+    raise InvalidArgument(f"interventions={short(interventions, 80)}: expected a spec (e.g. "
                           "SetLogit(' coffee', to='max+10')), a mapping, a list of them, or the "
                           "path of a YAML file")
 
@@ -149,8 +135,8 @@ def _unique(pairs: list[tuple[str, Any]], source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise InvalidArgument(f"{source}: key {_short(key, 60)} is given twice in "
-                                  f"{_short(dict(pairs), 80)}; JSON would silently keep only "
+            raise InvalidArgument(f"{source}: key {short(key, 60)} is given twice in "
+                                  f"{short(dict(pairs), 80)}; JSON would silently keep only "
                                   "the last one: remove one")
         out[key] = value
     return out
@@ -172,7 +158,7 @@ def from_yaml(text: str, *, source: str = "<yaml>") -> list[Spec]:
     data = construct(node, source, InvalidArgument)
     if duplicate is not None:
         raise InvalidArgument(f"{_item_at(node, duplicate.index, source)}, line "
-                              f"{duplicate.line}: key {_short(duplicate.key, 60)} is given twice "
+                              f"{duplicate.line}: key {short(duplicate.key, 60)} is given twice "
                               f"(first at line "
                               f"{duplicate.first_line}); YAML would silently keep only the last "
                               "one: remove one")
@@ -219,7 +205,7 @@ def _from_document(data: Any, source: str) -> list[Spec]:
     if isinstance(data, Mapping):
         extra = [k for k in data if k != "interventions"]
         if extra:
-            raise InvalidArgument(f"{source}: unknown top-level field {_short(extra[0])}"
+            raise InvalidArgument(f"{source}: unknown top-level field {short(extra[0], 80)}"
                                   f"{_did_you_mean(str(extra[0]), ['interventions'])}; the file "
                                   "holds a list of specs or a mapping with one key, 'interventions'")
         data = data.get("interventions")
@@ -236,5 +222,3 @@ def _did_you_mean(word: Any, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _short(value: Any, width: int = 80) -> str:
-    return short(value, width)  # bounded even for a value built from YAML aliases

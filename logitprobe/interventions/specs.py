@@ -17,10 +17,10 @@ SetLogit(token=' coffee', to='max+10', positions='all')
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Union
 
-from .._evidence import short
+from .._text import short
 from ..errors import InvalidArgument
 from .grammar import Expression
 
@@ -53,18 +53,18 @@ class Spec:
     hook: str
 
     @property
-    def hook_name(self) -> str:
-        return self.hook
-
-    @property
     def is_logit_edit(self) -> bool:
         return False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON/YAML-ready) that :func:`from_dict` turns back into this spec."""
-        from .serialize import to_dict
-
-        return to_dict(self)
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in spec_fields(type(self)):
+            value = getattr(self, f.name)
+            if f.default is not MISSING and value == f.default:
+                continue
+            out[f.name] = _plain(value)
+        return out
 
 
 # -- argument checks (model-independent) -----------------------------------------------
@@ -180,10 +180,6 @@ def _prompt(value: Any, name: str, where: str) -> str:
 
 # -- logit edits -----------------------------------------------------------------------
 class _LogitEdit(Spec):
-    @property
-    def hook_name(self) -> str:
-        return LOGITS_HOOK
-
     @property
     def is_logit_edit(self) -> bool:
         return True
@@ -393,4 +389,13 @@ SPEC_TYPES: dict[str, type] = {cls.kind: cls for cls in (
 
 def spec_fields(cls: type) -> list[Any]:
     return [f for f in fields(cls) if f.init]
+
+
+def _plain(value: Any) -> Any:
+    """A field value as plain data: a :class:`Match` as ``{"token": ...}``, tuples as lists."""
+    if isinstance(value, Match):
+        return {"token": value.token}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
 

@@ -11,55 +11,41 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from ..errors import InvalidArgument
+from ..tokens import check_k
+from .compare import Comparison
+from .compile import Interventions, compile_specs
+from .patching import PatchSweep, sweep
+from .serialize import coerce
 
 if TYPE_CHECKING:
-    from .compare import Comparison
-    from .compile import Interventions
-    from .patching import PatchSweep
+    from ..probe import Probe
 
 __all__ = ["InterventionMixin", "close_scope", "open_scope"]
 
 
-def _scope_var(probe: Any) -> contextvars.ContextVar:
-    # One context variable per probe: an ``intervene`` block applies to the queries of
-    # its own thread (or asyncio task) only, never to another thread's queries.
-    var = probe.__dict__.get("_lp_scope_var")
-    if var is None:
-        fresh = contextvars.ContextVar("logitprobe_intervene", default=None)
-        var = probe.__dict__.setdefault("_lp_scope_var", fresh)
-    return var
-
-
-def open_scope(probe: Any) -> "Interventions | None":
+def open_scope(probe: Probe) -> Interventions | None:
     """The interventions of the ``intervene`` blocks open in this context, or None."""
-    var = probe.__dict__.get("_lp_scope_var")
-    return None if var is None else var.get()
+    return probe._intervention_state.scope.get()
 
 
-def close_scope(probe: Any) -> None:
+def close_scope(probe: Probe) -> None:
     """Close every ``intervene`` block open in this context (the pytest plugin's cleanup)."""
-    var = probe.__dict__.get("_lp_scope_var")
-    if var is not None:
-        var.set(None)
+    probe._intervention_state.scope.set(None)
 
 
 class InterventionMixin:
     """Probe methods for interventions."""
 
-    def _compile_interventions(self, interventions: Any) -> "Interventions | None":
+    def _compile_interventions(self, interventions: Any) -> Interventions | None:
         """An engine ``Intervention`` for ``interventions`` (plus any ``intervene`` block), or None.
 
         Accepts None, a spec, a mapping, a list of those, the path of a YAML/JSON
         file, or an already compiled :class:`Interventions`. Every spec is
         validated against the model before anything is built.
         """
-        from .compile import Interventions, compile_specs
-        from .serialize import coerce
-
         scope: Interventions | None = open_scope(self)
         if isinstance(interventions, Interventions):
             compiled: Interventions | None = interventions
@@ -73,7 +59,7 @@ class InterventionMixin:
         return scope if compiled is None else scope + compiled
 
     @contextlib.contextmanager
-    def intervene(self, *interventions: Any) -> Iterator["Interventions"]:
+    def intervene(self, *interventions: Any) -> Iterator[Interventions]:
         """Apply ``interventions`` to every query of this probe inside the ``with`` block.
 
         Validates everything on entry (an invalid spec raises before the block
@@ -84,15 +70,12 @@ class InterventionMixin:
         The block applies to the queries of the thread (or asyncio task) that
         opened it; other threads' queries on the same probe are not intervened.
         """
-        from .compile import compile_specs
-        from .serialize import coerce
-
         specs = coerce(list(interventions))
         if not specs:
             raise InvalidArgument("intervene(): give at least one spec, e.g. "
                                   "probe.intervene(SetLogit(' coffee', to='max+10'))")
         compiled = compile_specs(self, specs)
-        var = _scope_var(self)
+        var = self._intervention_state.scope
         previous = var.get()
         var.set(compiled if previous is None else previous + compiled)
         try:
@@ -101,16 +84,12 @@ class InterventionMixin:
             var.set(previous)
 
     def compare(self, prompt: str, interventions: Any, *, tokens: Sequence[Any] = (),
-                k: int = 10, position: int = -1) -> "Comparison":
+                k: int = 10, position: int = -1) -> Comparison:
         """Next-token predictions before and after ``interventions``, side by side.
 
         ``tokens`` are followed by name (rank, probability and logit changes); with
         two of them, ``logit_diff`` is ``logit(tokens[0]) - logit(tokens[1])``.
         """
-        from .compare import Comparison
-        from .serialize import coerce
-        from ..tokens import check_k
-
         specs = coerce(interventions)
         if not specs:
             raise InvalidArgument(f"interventions={interventions!r}: compare() needs at least one "
@@ -128,7 +107,7 @@ class InterventionMixin:
 
     def patch_sweep(self, clean: str, corrupted: str, tokens: Sequence[Any] | None = None, *,
                     metric: Any = None, activation: str = "resid_pre",
-                    per_position: bool = True, progress: Any = False) -> "PatchSweep":
+                    per_position: bool = True, progress: Any = False) -> PatchSweep:
         """Patch each layer (x position) from ``clean`` into ``corrupted``; measure a metric.
 
         The metric is ``logit(tokens[0]) - logit(tokens[1])`` at the last position,
@@ -136,7 +115,5 @@ class InterventionMixin:
         (``Float[Tensor, "vocab"]`` -> float). See :func:`logitprobe.interventions.patching.sweep`.
         ``progress=True`` (or a tqdm-like callable) shows a bar over the patched forwards.
         """
-        from .patching import sweep
-
         return sweep(self, clean, corrupted, tokens, metric=metric, activation=activation,
                      per_position=per_position, progress=progress)

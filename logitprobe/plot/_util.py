@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import _text
 from ..errors import InvalidArgument
 
 __all__ = ["axes_or_new", "expect", "short"]
@@ -30,5 +31,4 @@ def expect(value: Any, cls: type, name: str, made_by: str) -> None:
 
 def short(text: str, width: int = 40) -> str:
     """``repr(text)`` cut to ``width`` characters, for titles."""
-    r = repr(text)
-    return r if len(r) <= width else r[: width - 2] + "…" + r[-1]
+    return _text.short(text, width)

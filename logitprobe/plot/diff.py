@@ -10,21 +10,18 @@ import math
 from typing import Any
 
 from ..errors import InvalidArgument
-from ._util import expect
+from ..model_diff import ModelDiff
+from ._util import axes_or_new, expect
 from .style import palette
 
 __all__ = ["plot_kl_distribution", "plot_model_diff", "plot_rank_changes"]
 
 
 def _diff_class() -> type:
-    from ..model_diff import ModelDiff
-
     return ModelDiff
 
 
 def _axes(ax: Any, figsize: tuple[float, float]) -> Any:
-    from ._util import axes_or_new
-
     return axes_or_new(ax, figsize)
 
 

@@ -6,6 +6,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
+from .._text import clip
 from ..errors import InvalidArgument
 from ..lens_results import LensResult
 from ._util import axes_or_new, expect, short
@@ -90,4 +91,4 @@ def plot_lens_top(lens: LensResult, k: int | None = None, *, ax: Any = None,
 
 def _cell(token: str, width: int = 12) -> str:
     text = repr(token)[1:-1].replace(" ", "\u2423")  # spaces shown as '␣'
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return clip(text, width)

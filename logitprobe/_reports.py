@@ -10,24 +10,22 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import _stats
 from ._evidence import LogitAssertionError, better_spelling, join_hints, prompt_line, resolve, \
     short, table
+from ._text import Table
+from .results import NextToken
 
 if TYPE_CHECKING:
-    from .results import Candidate, NextToken, Score
+    from .probe import Probe
+    from .results import Candidate, Score
 
 __all__ = ["close_report", "direction_report", "divergences", "greedy_failure"]
 
 
 def divergences(p: NextToken, q: NextToken) -> tuple[float, float]:
     """``(KL(p || q), total variation)`` in nats, computed in float64 from log-probabilities."""
-    lp = p.logprobs.double()
-    lq = q.logprobs.double()
-    pp = lp.exp()
-    # 0 * log 0 = 0; where p > 0 and q underflows to -inf, KL is infinite, as it should be.
-    kl = torch.where(pp > 0, pp * (lp - lq), torch.zeros_like(pp)).sum()
-    tv = 0.5 * (pp - lq.exp()).abs().sum()
-    return float(kl), float(tv)
+    return _stats.kl(p.logprobs, q.logprobs), _stats.total_variation(p.logprobs, q.logprobs)
 
 
 def close_report(p: NextToken, q: NextToken, kl: float, tv: float, rows: int = 10) -> str:
@@ -35,28 +33,26 @@ def close_report(p: NextToken, q: NextToken, kl: float, tv: float, rows: int = 1
     pa, pb = p.probs, q.probs
     diff = (pa - pb).abs()
     ids = torch.topk(diff, min(rows, diff.numel())).indices.tolist()
-    head = (f"  {'token':<20} | {'id':>7} | {'p (nt)':>9} | {'p (other)':>9} | {'change':>9} | "
-            f"{'rank':>11}")
+    table = Table(("token", "<20"), ("id", ">7"), ("p (nt)", ">9.4f"), ("p (other)", ">9.4f"),
+                  ("change", ">+9.4f"), ("rank", ">11"))
     lines = [prompt_line(p, "nt"), prompt_line(q, "other"),
              f"KL(nt || other) = {kl:.4g} nats, total variation = {tv:.4g}",
-             "tokens whose probability changed most:", head, "  " + "-" * (len(head) - 2)]
+             "tokens whose probability changed most:", *table.header()]
     for i in ids:
         a, b = p.candidate(i), q.candidate(i)
-        token = repr(a.token)
-        token = token if len(token) <= 20 else token[:19] + "…"
-        lines.append(f"  {token:<20} | {i:>7} | {a.prob:>9.4f} | {b.prob:>9.4f} | "
-                     f"{b.prob - a.prob:>+9.4f} | {f'{a.rank} -> {b.rank}':>11}")
+        lines.append(table.row(repr(a.token), i, a.prob, b.prob, b.prob - a.prob,
+                               f"{a.rank} -> {b.rank}"))
     return "\n".join(lines)
 
 
 def direction_report(before: NextToken, after: NextToken, cb: Candidate, ca: Candidate) -> str:
     """The token before and after, and the top 5 of each distribution with it marked."""
-    head = f"  {'':<7} | {'rank':>6} | {'prob':>9} | {'logprob':>9} | {'logit':>9}"
+    rows = Table(("", "<7"), ("rank", ">6"), ("prob", ">9.4g"), ("logprob", ">9.3f"),
+                 ("logit", ">9.3f"))
     lines = [prompt_line(before, "before"), prompt_line(after, "after"),
-             f"token {ca.token!r}:", head, "  " + "-" * (len(head) - 2)]
+             f"token {ca.token!r}:", *rows.header()]
     for label, c in (("before", cb), ("after", ca)):
-        lines.append(f"  {label:<7} | {c.rank:>6} | {c.prob:>9.4g} | {c.logprob:>9.3f} | "
-                     f"{c.logit:>9.3f}")
+        lines.append(rows.row(label, c.rank, c.prob, c.logprob, c.logit))
     lines.append(table(before, k=5, marked=[cb.id], title="top 5 before:"))
     lines.append(table(after, k=5, marked=[ca.id], title="top 5 after:"))
     return "\n".join(lines)
@@ -66,7 +62,7 @@ AFTER = 3  # greedy steps decoded past the divergence, to show where the model w
 BEFORE = 2  # agreeing steps shown before the divergence
 
 
-def greedy_failure(probe: Any, prompt: str, text: str, score: Score,
+def greedy_failure(probe: Probe, prompt: str, text: str, score: Score,
                    interventions: Any) -> LogitAssertionError | None:
     """Decode greedily from ``prompt``; None when the decoded text starts with ``text``.
 
@@ -76,8 +72,6 @@ def greedy_failure(probe: Any, prompt: str, text: str, score: Score,
     of :meth:`~logitprobe.Probe.generate` (one prompt pass, then one token per
     forward) and stops :data:`AFTER` tokens past the divergence.
     """
-    from .results import NextToken
-
     intervention = probe._compile_interventions(interventions)
     vocab = probe.vocab
     ids = vocab.encode(prompt)
@@ -136,9 +130,9 @@ def greedy_failure(probe: Any, prompt: str, text: str, score: Score,
 
 def _steps_table(steps: list[tuple[Candidate, Candidate | None]], diverged_at: int | None) -> str:
     """The steps around the divergence (marked ``>``): greedy token vs the expected one."""
-    head = (f"  {'step':>4} | {'greedy token':<20} | {'p':>8} | {'expected':<20} | "
-            f"{'its rank':>8} | {'its p':>8}")
-    lines = [head, "  " + "-" * (len(head) - 2)]
+    table = Table(("step", ">4"), ("greedy token", "<20"), ("p", ">8.4f"), ("expected", "<20"),
+                  ("its rank", ">8"), ("its p", ">8.4f"))
+    lines = table.header()
     first = max(0, (diverged_at if diverged_at is not None else len(steps) - 1) - BEFORE)
     if first:
         agree = f"steps 0-{first - 1} agree" if first > 1 else "step 0 agrees"
@@ -146,12 +140,7 @@ def _steps_table(steps: list[tuple[Candidate, Candidate | None]], diverged_at: i
     for step in range(first, len(steps)):
         best, exp = steps[step]
         mark = ">" if step == diverged_at else " "
-        exp_cols = (f"{_cut(repr(exp.token)):<20} | {exp.rank:>8} | {exp.prob:>8.4f}" if exp
-                    else f"{'':<20} | {'':>8} | {'':>8}")
-        lines.append(f"{mark} {step:>4} | {_cut(repr(best.token)):<20} | {best.prob:>8.4f} | "
-                     f"{exp_cols}")
+        expected = (repr(exp.token), exp.rank, exp.prob) if exp else ("", "", "")
+        lines.append(table.row(step, repr(best.token), best.prob, *expected, mark=mark))
     return "\n".join(lines)
 
-
-def _cut(text: str, width: int = 20) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
