@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import _stats
+from . import divergence
 from ._evidence import LogitAssertionError, better_spelling, join_hints, prompt_line, resolve, \
     short, table
 from ._text import Table
@@ -25,7 +25,8 @@ __all__ = ["close_report", "direction_report", "divergences", "greedy_failure"]
 
 def divergences(p: NextToken, q: NextToken) -> tuple[float, float]:
     """``(KL(p || q), total variation)`` in nats, computed in float64 from log-probabilities."""
-    return _stats.kl(p.logprobs, q.logprobs), _stats.total_variation(p.logprobs, q.logprobs)
+    return (float(divergence.kl(p.logprobs, q.logprobs)),
+            float(divergence.total_variation(p.logprobs, q.logprobs)))
 
 
 def close_report(p: NextToken, q: NextToken, kl: float, tv: float, rows: int = 10) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence, Union
 
 import torch
 
-from . import _stats, display, records
+from . import display, divergence, records
 from ._text import Table
 from .tokens import check_k
 
@@ -299,7 +299,7 @@ class NextToken:
 
     def entropy(self) -> float:
         """Shannon entropy of the next-token distribution, in nats."""
-        return _stats.entropy(self._logprobs)
+        return float(divergence.entropy(self._logprobs))
 
     @property
     def argmax(self) -> Candidate:

@@ -13,7 +13,7 @@ import pytest
 
 MODULES = [
     "logitprobe",
-    "logitprobe._stats",
+    "logitprobe.divergence",
     "logitprobe._text",
     "logitprobe.interventions",
     "logitprobe.interventions.grammar",

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .. import display, records
-from .._stats import kl
+from ..divergence import kl
 from .._text import clip
 from ..results import NextToken, TopK
 
@@ -79,7 +79,7 @@ class Comparison:
     @cached_property
     def kl(self) -> float:
         """KL(before || after) = sum p_before * (log p_before - log p_after), in nats."""
-        return kl(self.before.logprobs, self.after.logprobs)
+        return float(kl(self.before.logprobs, self.after.logprobs))
 
     @cached_property
     def changes(self) -> tuple[TokenChange, ...]:
