@@ -16,6 +16,7 @@ import torch
 
 from .errors import InvalidArgument
 from .engine import model_lock
+from .prefix import PrefixState, run_prefix, run_suffixes
 from .twin import HooksWatch, TwinCache, WeightsWatch
 
 __all__ = ["BridgeBackend", "HookedTransformerBackend", "backend_for", "own_hooks"]
@@ -108,6 +109,23 @@ class BridgeBackend(_Watched):
         if self.foreign_hooks():
             return None
         return self._twins.get()
+
+    def prefix_state(self, prefix: torch.Tensor) -> PrefixState | None:
+        """The KV cache of ``prefix`` (``[1, P]``) on the plain twin, or None (no twin, hooks).
+
+        Prefix sharing (:mod:`logitprobe.prefix`) runs only unhooked forwards.
+        """
+        with self.lock:
+            twin = self.twin()
+            return None if twin is None else run_prefix(twin, prefix)
+
+    def forward_suffixes(self, state: PrefixState, tokens: torch.Tensor,
+                         attention_mask: torch.Tensor | None, keep: int) -> torch.Tensor | None:
+        """Logits of left-padded ``tokens`` after ``state``'s prefix; None when the twin is gone."""
+        with self.lock:
+            twin = self.twin()
+            return None if twin is None else run_suffixes(twin, state, tokens, attention_mask,
+                                                           keep)
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None,
                 keep: int, hooks: list[tuple[str, Callable]]) -> torch.Tensor:

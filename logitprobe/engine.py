@@ -117,6 +117,19 @@ class Intervention(Protocol):
 class _Request:
     ids: tuple[int, ...]
     keep: int
+    prefix: tuple[int, ...] = ()  # tokens before ``ids`` read from a shared KV cache
+
+
+class _NoPrefix(Exception):
+    """The backend cannot run suffixes after a shared prefix (now): use separate forwards."""
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class Engine:
@@ -124,8 +137,13 @@ class Engine:
 
     def __init__(self, backend: Any, *, pad_id: int, max_batch_tokens: int = 4096,
                  max_batch_logits: int = 64 * 1024 * 1024, cache_bytes: int = 512 * 1024 * 1024,
-                 forward_cost_tokens: int = 32):
+                 forward_cost_tokens: int = 32, share_prefixes: bool = True,
+                 min_shared_prefix: int = 8):
         self.backend = backend
+        # Prompts sharing a token prefix run it once (:mod:`logitprobe.prefix`): only
+        # unintervened forwards on a backend with a plain twin and no foreign hooks.
+        self.share_prefixes = share_prefixes
+        self.min_shared_prefix = min_shared_prefix
         self.pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens
         # What one extra forward costs, in padded tokens (on a 2-core CPU and GPT-2
@@ -203,7 +221,22 @@ class Engine:
             else:
                 req.keep = max(req.keep, k)
         fresh: dict[tuple, torch.Tensor] = {}
-        for group in self._groups(list(missing.values())):
+        reqs = list(missing.values())
+        # Shared prefixes only when nothing is hooked: a hook would see suffix columns only.
+        if (intervention is None and use_cache and self.share_prefixes and len(reqs) > 1
+                and hasattr(self.backend, "prefix_state")):
+            shared, reqs = self._shared_prefixes(reqs)
+            for length, members in shared:
+                try:
+                    results = self._run_shared(length, members)
+                except _NoPrefix:
+                    reqs += members
+                    continue
+                for req, value in zip(members, results):
+                    fresh[(req.ids, ikey)] = value
+                    if use_cache:
+                        self._store((req.ids, ikey), value)
+        for group in self._groups(reqs):
             results = self._run(group, intervention)
             for req, value in zip(group, results):
                 fresh[(req.ids, ikey)] = value
@@ -215,8 +248,61 @@ class Engine:
                 out[i] = value[value.shape[0] - k:]
         return out  # type: ignore[return-value]
 
-    def _groups(self, reqs: list[_Request]) -> Iterable[list[_Request]]:
+    def _shared_prefixes(self, reqs: list[_Request]
+                         ) -> tuple[list[tuple[int, list[_Request]]], list[_Request]]:
+        """Clusters of requests worth running after one shared prefix, and the rest.
+
+        Sorted by tokens, neighbours share the longest prefixes; a cluster grows while
+        its common prefix stays at least ``min_shared_prefix`` tokens and shortening
+        it for the newcomer costs the members less than the newcomer saves
+        (``(members - 1) * tokens lost <= prefix``: a new template opening starts a new
+        cluster instead of cutting a long one down to the few-shot header). The
+        prefix stops ``keep`` tokens before each member's end (those logits come from
+        the suffix forward). A cluster is shared when it saves more tokens than its
+        extra forward costs: ``(members - 1) * prefix > forward_cost_tokens``.
+        """
+        clusters: list[tuple[int, list[_Request]]] = []
+        for req in sorted(reqs, key=lambda r: r.ids):
+            cap = len(req.ids) - req.keep
+            if clusters:
+                length, members = clusters[-1]
+                p = min(length, cap, _common_prefix(members[-1].ids, req.ids))
+                if p >= self.min_shared_prefix and (len(members) - 1) * (length - p) <= p:
+                    members.append(req)
+                    clusters[-1] = (p, members)
+                    continue
+            clusters.append((cap, [req]))
+        shared, rest = [], []
+        for length, members in clusters:
+            if len(members) > 1 and (len(members) - 1) * length > self.forward_cost_tokens:
+                shared.append((length, members))
+            else:
+                rest += members
+        return shared, rest
+
+    @torch.no_grad()
+    def _run_shared(self, length: int, members: list[_Request]) -> list[torch.Tensor]:
+        """Logits of ``members`` computed as one prefix forward plus suffix forwards."""
+        prefix = members[0].ids[:length]
+        state = self.backend.prefix_state(
+            torch.tensor([prefix], dtype=torch.long).to(self.backend.device))
+        if state is None:
+            raise _NoPrefix
+        self.stats.forwards += 1
+        self.stats.sequences += 1
+        self.stats.tokens += length
+        subs = [_Request(r.ids[length:], r.keep, prefix) for r in members]
+        out: dict[int, torch.Tensor] = {}
+        for group in self._groups(subs, context=length):
+            for req, value in zip(group, self._run(group, None, state=state)):
+                out[id(req)] = value
+        return [out[id(s)] for s in subs]
+
+    def _groups(self, reqs: list[_Request], context: int = 0) -> Iterable[list[_Request]]:
         """Length-sorted groups that minimise padded tokens plus a cost per forward.
+
+        ``context``: tokens every row attends to before its own (a shared prefix); they
+        count towards ``max_batch_tokens`` (memory) but not towards the work.
 
         A forward costs its padded tokens (rows x longest) plus ``forward_cost_tokens``
         (reading every weight once, Python overhead): many tiny groups waste the
@@ -242,7 +328,7 @@ class Engine:
                 rows += len(buckets[i])
                 keep = max(keep, bucket_keep[i])
                 longest = len(buckets[i][0].ids)
-                forwards = math.ceil(rows / self._rows_per_forward(longest, keep, vocab))
+                forwards = math.ceil(rows / self._rows_per_forward(longest + context, keep, vocab))
                 cost = best[i] + rows * longest + self.forward_cost_tokens * forwards
                 if cost < best[j]:
                     best[j], cut[j] = cost, i
@@ -255,7 +341,7 @@ class Engine:
             span = [r for bucket in buckets[i:j] for r in bucket]
             longest = len(span[0].ids)
             keep = max(r.keep for r in span)
-            size = self._rows_per_forward(longest, keep, vocab)
+            size = self._rows_per_forward(longest + context, keep, vocab)
             chunks = math.ceil(len(span) / size)
             size = math.ceil(len(span) / chunks)  # even chunks
             for k in range(0, len(span), size):
@@ -289,7 +375,7 @@ class Engine:
 
     @torch.no_grad()
     def _run(self, group: list[_Request], intervention: Intervention | None, *,
-             check: bool = True) -> list[torch.Tensor]:
+             check: bool = True, state: Any = None) -> list[torch.Tensor]:
         lengths = [len(r.ids) for r in group]
         T = max(lengths)
         keep = max(r.keep for r in group)
@@ -300,14 +386,20 @@ class Engine:
             tokens[row, T - len(req.ids):] = torch.tensor(req.ids, dtype=torch.long)
             mask[row, T - len(req.ids):] = 1
         padded = min(lengths) != T
-        layout = BatchLayout(lengths=tuple(lengths), seq_len=T, keep=keep)
-        hooks = intervention.hooks(layout) if intervention is not None else []
-        logits = self.backend.forward(
-            tokens.to(device),
-            attention_mask=mask.to(device) if padded else None,
-            keep=keep,
-            hooks=hooks,
-        )
+        if state is not None:  # suffixes after a shared prefix (no hooks, see _run_shared)
+            logits = self.backend.forward_suffixes(state, tokens.to(device),
+                                                   mask.to(device) if padded else None, keep)
+            if logits is None:
+                raise _NoPrefix
+        else:
+            layout = BatchLayout(lengths=tuple(lengths), seq_len=T, keep=keep)
+            hooks = intervention.hooks(layout) if intervention is not None else []
+            logits = self.backend.forward(
+                tokens.to(device),
+                attention_mask=mask.to(device) if padded else None,
+                keep=keep,
+                hooks=hooks,
+            )
         self.stats.forwards += 1
         self.stats.sequences += len(group)
         self.stats.tokens += sum(lengths)
@@ -318,5 +410,5 @@ class Engine:
         if bad is not None:
             req = group[bad.row]
             raise self.nonfinite_error(bad._replace(column=bad.column - (keep - req.keep)),
-                                       req.ids, req.keep, intervention)
+                                       req.prefix + req.ids, req.keep, intervention)
         return [logits[row, keep - r.keep:].clone() for row, r in enumerate(group)]
