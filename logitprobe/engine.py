@@ -288,8 +288,7 @@ class Engine:
             torch.tensor([prefix], dtype=torch.long).to(self.backend.device))
         if state is None:
             raise _NoPrefix
-        self.stats.forwards += 1
-        self.stats.sequences += 1
+        self.stats.forwards += 1  # the prefix forward (its rows are the members, counted below)
         self.stats.tokens += length
         subs = [_Request(r.ids[length:], r.keep, prefix) for r in members]
         out: dict[int, torch.Tensor] = {}
