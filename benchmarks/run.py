@@ -21,7 +21,7 @@ import torch  # noqa: E402
 import logitprobe  # noqa: E402
 from common import Context, to_json, to_markdown  # noqa: E402
 
-MODULES = ["bench_queries", "bench_prefix", "bench_generation", "bench_suite"]
+MODULES = ["bench_queries", "bench_prefix", "bench_generation", "bench_suite", "bench_startup"]
 
 
 def main(argv: list[str] | None = None) -> int:
