@@ -110,22 +110,23 @@ class BridgeBackend(_Watched):
             return None
         return self._twins.get()
 
-    def prefix_state(self, prefix: torch.Tensor) -> PrefixState | None:
-        """The KV cache of ``prefix`` (``[1, P]``) on the plain twin, or None (no twin, hooks).
+    def prefix_state(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None
+                     ) -> PrefixState | None:
+        """KV caches of left-padded prefixes ``[C, width]`` on the plain twin, or None (no twin).
 
         Prefix sharing (:mod:`logitprobe.prefix`) runs only unhooked forwards.
         """
         with self.lock:
             twin = self.twin()
-            return None if twin is None else run_prefix(twin, prefix)
+            return None if twin is None else run_prefix(twin, tokens, attention_mask)
 
-    def forward_suffixes(self, state: PrefixState, tokens: torch.Tensor,
+    def forward_suffixes(self, state: PrefixState, index: torch.Tensor, tokens: torch.Tensor,
                          attention_mask: torch.Tensor | None, keep: int) -> torch.Tensor | None:
-        """Logits of left-padded ``tokens`` after ``state``'s prefix; None when the twin is gone."""
+        """Logits of left-padded ``tokens``, row r after prefix ``index[r]``; None: no twin now."""
         with self.lock:
             twin = self.twin()
-            return None if twin is None else run_suffixes(twin, state, tokens, attention_mask,
-                                                           keep)
+            return None if twin is None else run_suffixes(twin, state, index, tokens,
+                                                           attention_mask, keep)
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None,
                 keep: int, hooks: list[tuple[str, Callable]]) -> torch.Tensor:

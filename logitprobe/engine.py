@@ -226,16 +226,16 @@ class Engine:
         if (intervention is None and use_cache and self.share_prefixes and len(reqs) > 1
                 and hasattr(self.backend, "prefix_state")):
             shared, reqs = self._shared_prefixes(reqs)
-            for length, members in shared:
+            if shared:
                 try:
-                    results = self._run_shared(length, members)
+                    results = self._run_shared(shared)
                 except _NoPrefix:
-                    reqs += members
-                    continue
-                for req, value in zip(members, results):
-                    fresh[(req.ids, ikey)] = value
-                    if use_cache:
-                        self._store((req.ids, ikey), value)
+                    reqs += [r for _, members in shared for r in members]
+                else:
+                    for req, value in results:
+                        fresh[(req.ids, ikey)] = value
+                        if use_cache:
+                            self._store((req.ids, ikey), value)
         for group in self._groups(reqs):
             results = self._run(group, intervention)
             for req, value in zip(group, results):
@@ -281,21 +281,48 @@ class Engine:
         return shared, rest
 
     @torch.no_grad()
-    def _run_shared(self, length: int, members: list[_Request]) -> list[torch.Tensor]:
-        """Logits of ``members`` computed as one prefix forward plus suffix forwards."""
-        prefix = members[0].ids[:length]
-        state = self.backend.prefix_state(
-            torch.tensor([prefix], dtype=torch.long).to(self.backend.device))
-        if state is None:
-            raise _NoPrefix
-        self.stats.forwards += 1  # the prefix forward (its rows are the members, counted below)
-        self.stats.tokens += length
-        subs = [_Request(r.ids[length:], r.keep, prefix) for r in members]
-        out: dict[int, torch.Tensor] = {}
-        for group in self._groups(subs, context=length):
-            for req, value in zip(group, self._run(group, None, state=state)):
-                out[id(req)] = value
-        return [out[id(s)] for s in subs]
+    def _run_shared(self, clusters: list[tuple[int, list[_Request]]]
+                    ) -> list[tuple[_Request, torch.Tensor]]:
+        """Logits of every cluster's members: batched prefix forwards, then suffix forwards.
+
+        The prefixes (longest first) are cut into left-padded batches of at most
+        ``max_batch_tokens``; each batch's suffixes are grouped like any prompts, every
+        row reading its own cluster's keys and values.
+        """
+        device = self.backend.device
+        clusters = sorted(clusters, key=lambda c: c[0], reverse=True)
+        out: list[tuple[_Request, torch.Tensor]] = []
+        start = 0
+        while start < len(clusters):
+            width = clusters[start][0]
+            size = max(1, self.max_batch_tokens // width)
+            chunk = clusters[start:start + size]
+            start += len(chunk)
+            tokens = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, (length, members) in enumerate(chunk):
+                tokens[row, width - length:] = torch.tensor(members[0].ids[:length])
+                mask[row, width - length:] = 1
+            padded = min(c[0] for c in chunk) != width
+            state = self.backend.prefix_state(tokens.to(device),
+                                              mask.to(device) if padded else None)
+            if state is None:
+                raise _NoPrefix
+            real = sum(c[0] for c in chunk)
+            self.stats.forwards += 1  # the prefix forward (its rows are the members, counted below)
+            self.stats.tokens += real
+            self.stats.padded_tokens += width * len(chunk) - real
+            subs, where, origin = [], {}, {}
+            for ci, (length, members) in enumerate(chunk):
+                for r in members:
+                    sub = _Request(r.ids[length:], r.keep, r.ids[:length])
+                    subs.append(sub)
+                    where[id(sub)], origin[id(sub)] = ci, r
+            for group in self._groups(subs, context=width):
+                index = torch.tensor([where[id(r)] for r in group], device=device)
+                for req, value in zip(group, self._run(group, None, state=(state, index))):
+                    out.append((origin[id(req)], value))
+        return out
 
     def _groups(self, reqs: list[_Request], context: int = 0) -> Iterable[list[_Request]]:
         """Length-sorted groups that minimise padded tokens plus a cost per forward.
@@ -386,7 +413,7 @@ class Engine:
             mask[row, T - len(req.ids):] = 1
         padded = min(lengths) != T
         if state is not None:  # suffixes after a shared prefix (no hooks, see _run_shared)
-            logits = self.backend.forward_suffixes(state, tokens.to(device),
+            logits = self.backend.forward_suffixes(state[0], state[1], tokens.to(device),
                                                    mask.to(device) if padded else None, keep)
             if logits is None:
                 raise _NoPrefix

@@ -31,39 +31,48 @@ __all__ = ["PrefixState", "run_prefix", "run_suffixes"]
 
 
 class _SharedLayer(DynamicLayer):
-    """A cache layer holding one prefix (batch 1) that every row of a forward attends to.
+    """A cache layer holding prefixes that the rows of a forward attend to.
 
-    ``update`` returns the prefix expanded to the forward's rows followed by the new
-    keys/values, and stores nothing: the cache is the same before and after, so one
-    prefix serves every suffix batch.
+    ``index[r]`` is the prefix row ``r`` reads (None: the one prefix, for every row).
+    ``update`` returns those prefixes' keys/values followed by the new ones and stores
+    nothing: the cache is the same before and after, so it serves every suffix batch.
     """
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor | None):
         super().__init__()
-        self.keys, self.values = keys, values
+        self.keys, self.values, self.index = keys, values, index
         self.device = keys.device
         self.is_initialized = True
+
+    def _rows(self, t: torch.Tensor, rows: int) -> torch.Tensor:
+        if self.index is None:
+            return t.expand(rows, *t.shape[1:])
+        return t.index_select(0, self.index)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         rows = key_states.shape[0]
-        keys = torch.cat([self.keys.expand(rows, *self.keys.shape[1:]), key_states], dim=-2)
-        values = torch.cat([self.values.expand(rows, *self.values.shape[1:]), value_states],
-                           dim=-2)
+        keys = torch.cat([self._rows(self.keys, rows), key_states], dim=-2)
+        values = torch.cat([self._rows(self.values, rows), value_states], dim=-2)
         return keys, values
 
 
 @dataclass
 class PrefixState:
-    """A prefix's keys and values (batch 1), per layer, and how to pass a cache to the model."""
+    """Keys and values of C left-padded prefixes (``[C, heads, width, head_dim]`` per layer)."""
 
-    length: int
+    lengths: torch.Tensor  # Long[C]: real tokens of each prefix
+    mask: torch.Tensor | None  # [C, width] 1 = real token; None: no padding
     layers: list[tuple[torch.Tensor, torch.Tensor]]
     cache_arg: str
 
-    def cache(self) -> DynamicCache:
+    @property
+    def width(self) -> int:
+        return self.layers[0][0].shape[-2]
+
+    def cache(self, index: torch.Tensor | None) -> DynamicCache:
         cache = DynamicCache()
-        cache.layers = [_SharedLayer(k, v) for k, v in self.layers]
+        cache.layers = [_SharedLayer(k, v, index) for k, v in self.layers]
         return cache
 
 
@@ -74,8 +83,9 @@ def _cache_arg(model: torch.nn.Module) -> str:
 
 
 @torch.no_grad()
-def run_prefix(model: torch.nn.Module, prefix: torch.Tensor) -> PrefixState | None:
-    """Run ``prefix`` (``Long[Tensor, "1 P"]``) once; None when the model's cache is not plain.
+def run_prefix(model: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor | None
+               ) -> PrefixState | None:
+    """Run left-padded prefixes ``tokens`` (``[C, width]``) once; None when not shareable.
 
     A model with sliding-window or otherwise special cache layers is not shared (None).
     """
@@ -83,27 +93,37 @@ def run_prefix(model: torch.nn.Module, prefix: torch.Tensor) -> PrefixState | No
     cache = DynamicCache(config=model.config)
     if any(type(layer) is not DynamicLayer for layer in cache.layers):
         return None
-    model(prefix, use_cache=True, logits_to_keep=1, **{cache_arg: cache})
+    kwargs: dict[str, Any] = {}
+    if mask is not None:
+        kwargs["attention_mask"] = mask
+        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    model(tokens, use_cache=True, logits_to_keep=1, **{cache_arg: cache}, **kwargs)
     layers = [(layer.keys, layer.values) for layer in cache.layers]
-    if not layers or any(k is None or k.shape[-2] != prefix.shape[1] for k, _ in layers):
+    if not layers or any(k is None or k.shape[-2] != tokens.shape[1] for k, _ in layers):
         return None
-    return PrefixState(prefix.shape[1], layers, cache_arg)
+    lengths = (mask.sum(-1) if mask is not None
+               else torch.full((tokens.shape[0],), tokens.shape[1], device=tokens.device))
+    return PrefixState(lengths.long(), mask, layers, cache_arg)
 
 
 @torch.no_grad()
-def run_suffixes(model: torch.nn.Module, state: PrefixState, tokens: torch.Tensor,
-                 mask: torch.Tensor | None, keep: int) -> torch.Tensor:
-    """Logits ``[rows, keep, vocab]`` of left-padded suffixes ``tokens`` after the prefix."""
+def run_suffixes(model: torch.nn.Module, state: PrefixState, index: torch.Tensor,
+                 tokens: torch.Tensor, mask: torch.Tensor | None, keep: int) -> torch.Tensor:
+    """Logits ``[rows, keep, vocab]`` of left-padded suffixes ``tokens``, row r after prefix ``index[r]``."""
     rows, S = tokens.shape
+    one = state.lengths.shape[0] == 1
     kwargs: dict[str, Any] = {}
-    if mask is not None:
-        ones = torch.ones((rows, state.length), dtype=mask.dtype, device=mask.device)
-        kwargs["attention_mask"] = torch.cat([ones, mask], dim=1)
-        kwargs["position_ids"] = state.length + (mask.cumsum(-1) - 1).clamp(min=0)
-    else:
-        kwargs["position_ids"] = (state.length + torch.arange(S, device=tokens.device)
-                                  ).unsqueeze(0).expand(rows, S)
+    suffix_mask = mask if mask is not None else torch.ones_like(tokens)
+    if mask is not None or state.mask is not None:
+        prefix_mask = (state.mask[index] if state.mask is not None
+                       else torch.ones((rows, state.width), dtype=suffix_mask.dtype,
+                                       device=tokens.device))
+        kwargs["attention_mask"] = torch.cat([prefix_mask.to(suffix_mask.dtype), suffix_mask],
+                                             dim=1)
+    kwargs["position_ids"] = (state.lengths[index][:, None]
+                              + (suffix_mask.cumsum(-1) - 1).clamp(min=0))
     if keep < S:
         kwargs["logits_to_keep"] = keep
-    logits = model(tokens, use_cache=True, **{state.cache_arg: state.cache()}, **kwargs).logits
+    cache = state.cache(None if one else index)
+    logits = model(tokens, use_cache=True, **{state.cache_arg: cache}, **kwargs).logits
     return logits[:, logits.shape[1] - keep:]

@@ -58,13 +58,14 @@ def token_lists(vocab: int):
 @st.composite
 def prompt_sets(draw, vocab: int = 1000):
     """Prompts built from a header, template openings and fills (shared, partly shared, none)."""
-    header = draw(st.lists(st.integers(1, vocab - 1), min_size=0, max_size=40))
+    headers = draw(st.lists(st.lists(st.integers(1, vocab - 1), min_size=0, max_size=40),
+                            min_size=1, max_size=3))
     templates = draw(st.lists(token_lists(vocab), min_size=1, max_size=3))
     seqs = []
-    for _ in range(draw(st.integers(1, 8))):
-        t = draw(st.sampled_from(templates))
+    for _ in range(draw(st.integers(1, 10))):
+        h, t = draw(st.sampled_from(headers)), draw(st.sampled_from(templates))
         fill = draw(st.lists(st.integers(1, vocab - 1), min_size=1, max_size=8))
-        seqs.append(header + t + fill)
+        seqs.append(h + t + fill)
     seqs += draw(st.lists(st.lists(st.integers(1, vocab - 1), min_size=1, max_size=20),
                           max_size=3))  # unrelated prompts
     keeps = [draw(st.integers(1, min(3, len(s)))) for s in seqs]
@@ -96,9 +97,9 @@ def shared_run(probe, seqs, keeps, spy):
     calls = []
     original = eng.backend.prefix_state
 
-    def counting(prefix):
-        calls.append(prefix.shape[1])
-        return original(prefix)
+    def counting(tokens, mask):
+        calls.append(tuple(tokens.shape))
+        return original(tokens, mask)
 
     spy.setattr(eng.backend, "prefix_state", counting)
     try:
@@ -133,7 +134,7 @@ def test_a_long_header_is_computed_once(which, request):
     keeps = [1] * 12
     with pytest.MonkeyPatch.context() as spy:
         got, calls = shared_run(probe, seqs, keeps, spy)
-    assert calls == [60]  # one prefix forward of the header
+    assert calls == [(1, 60)]  # one prefix forward of the header
     check_equal(got, separate(hf, seqs, keeps))
 
 
@@ -146,7 +147,25 @@ def test_options_of_one_context_share_it(tiny, tiny_hf):
     keeps = [len(o) + 1 for o in options]
     with pytest.MonkeyPatch.context() as spy:
         got, calls = shared_run(tiny, seqs, keeps, spy)
-    assert calls == [49]  # the last context position's logits come from the suffix forward
+    assert calls == [(1, 49)]  # the last context position's logits come from the suffix forward
+    check_equal(got, separate(hf, seqs, keeps))
+
+
+@pytest.mark.parametrize("which", ["tiny", "tiny_llama"])
+def test_many_contexts_share_one_prefix_batch(which, request):
+    """Several contexts of different lengths x 4 options: one left-padded prefix forward."""
+    probe = request.getfixturevalue(which)
+    hf, _ = request.getfixturevalue(which + "_hf")
+    seqs, keeps = [], []
+    for c in range(5):
+        context = [(13 * i + 7 * c) % 997 + 1 for i in range(30 + 9 * c)]
+        for o in range(4):
+            option = [(c * 4 + o) % 900 + 2] * (1 + o % 3)
+            seqs.append(context + option)
+            keeps.append(len(option))
+    with pytest.MonkeyPatch.context() as spy:
+        got, calls = shared_run(probe, seqs, keeps, spy)
+    assert calls == [(5, 30 + 9 * 4)]
     check_equal(got, separate(hf, seqs, keeps))
 
 
