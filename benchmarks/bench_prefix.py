@@ -26,12 +26,14 @@ from common import Context, Result, interleaved, peak_memory, ratio
 from subjects import gpt2_dir, prompts
 
 FEW_SHOT = [("What is the capital of France?", "Paris"), ("What is two plus two?", "Four"),
-            ("Which animal says meow?", "A cat"), ("What colour is the sky on a clear day?", "Blue"),
+            ("Which animal says meow?", "A cat"),
+            ("What colour is the sky on a clear day?", "Blue"),
             ("Who wrote Hamlet?", "Shakespeare"), ("What is the opposite of hot?", "Cold"),
             ("How many days are in a week?", "Seven"), ("What do bees make?", "Honey"),
             ("Where is the Eiffel Tower?", "In Paris"), ("What is frozen water called?", "Ice"),
             ("Which planet is the largest?", "Jupiter"), ("What do cows drink?", "Water"),
-            ("What is the first letter of the alphabet?", "A"), ("How many legs has a spider?", "8")]
+            ("What is the first letter of the alphabet?", "A"),
+            ("How many legs has a spider?", "8")]
 TEMPLATES = ["Q: What is the best thing about {}?\nA:", "Q: Where would you find {}?\nA:",
              "Q: Is {} bigger than a house?\nA:", "Q: Who first described {}?\nA:",
              "Q: Name one word that rhymes with {}.\nA:"]

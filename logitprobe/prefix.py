@@ -109,7 +109,10 @@ def run_prefix(model: torch.nn.Module, tokens: torch.Tensor, mask: torch.Tensor 
 @torch.no_grad()
 def run_suffixes(model: torch.nn.Module, state: PrefixState, index: torch.Tensor,
                  tokens: torch.Tensor, mask: torch.Tensor | None, keep: int) -> torch.Tensor:
-    """Logits ``[rows, keep, vocab]`` of left-padded suffixes ``tokens``, row r after prefix ``index[r]``."""
+    """Logits ``[rows, keep, vocab]`` of left-padded suffixes ``tokens``.
+
+    Row ``r`` continues prefix ``index[r]`` of ``state``.
+    """
     rows, S = tokens.shape
     one = state.lengths.shape[0] == 1
     kwargs: dict[str, Any] = {}
