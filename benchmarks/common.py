@@ -99,6 +99,7 @@ class Context:
     device: str
     repeats: int
     results: list[Result] = field(default_factory=list)
+    scale: float = 1.0  # workload sizes (e.g. 0.2 on a loaded machine); targets are for 1.0
     subjects: dict[str, Any] = field(default_factory=dict)
 
     def add(self, result: Result) -> Result:
@@ -118,6 +119,38 @@ def ratio(group: str, name: str, slow: Timing, fast: Timing, *, at_least: float 
     if at_most is not None:
         target, ok = f"<= {at_most:g}x", value <= at_most
     return Result(group, name, value, "x", None, target, ok, note)
+
+
+def _rss_mb(field_name: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(field_name)
+
+
+def peak_memory(fn: Callable[[], Any], device: str) -> float:
+    """Peak memory of one ``fn()`` above what was in use before it, in MB.
+
+    CUDA: the allocator's peak. CPU: the process's resident-set high-water mark
+    (reset through ``/proc/self/clear_refs`` first); 0.0 where that is unavailable.
+    """
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+        base = _rss_mb("VmRSS")
+        fn()
+        return max(0.0, _rss_mb("VmHWM") - base)
+    except OSError:
+        return 0.0
 
 
 def gflops_ceiling(device: str, *, smoke: bool) -> float:

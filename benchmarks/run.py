@@ -21,7 +21,8 @@ import torch  # noqa: E402
 import logitprobe  # noqa: E402
 from common import Context, to_json, to_markdown  # noqa: E402
 
-MODULES = ["bench_queries", "bench_generation", "bench_suite", "bench_templates"]
+MODULES = ["bench_queries", "bench_prefix", "bench_generation", "bench_suite", "bench_templates",
+           "bench_startup"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="toy sizes, one repeat (for CI)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="workload sizes (e.g. 0.2 on a loaded machine; targets are for 1)")
     parser.add_argument("--only", nargs="*", help="benchmark modules to run")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args(argv)
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only {' '.join(unknown)}: unknown benchmark module(s); choose from "
                      f"{', '.join(MODULES)}")
     repeats = args.repeats or (1 if args.smoke else 5)
-    ctx = Context(smoke=args.smoke, device=args.device, repeats=repeats)
+    ctx = Context(smoke=args.smoke, device=args.device, repeats=repeats, scale=args.scale)
     start = time.time()
     for name in args.only or MODULES:
         module = importlib.import_module(name)
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
         "device": args.device,
         "repeats": repeats,
+        "scale": args.scale,
         "seconds": round(time.time() - start, 1),
     }
     out = Path(args.out)

@@ -17,6 +17,7 @@ import torch
 from .errors import InvalidArgument
 from .engine import model_lock
 from .engine import position_ids as _position_ids
+from .prefix import PrefixState, run_prefix, run_suffixes
 from .twin import HooksWatch, TwinCache, WeightsWatch
 
 __all__ = ["BridgeBackend", "HookedTransformerBackend", "backend_for", "own_hooks"]
@@ -104,6 +105,24 @@ class BridgeBackend(_Watched):
         if self.foreign_hooks():
             return None
         return self._twins.get()
+
+    def prefix_state(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None
+                     ) -> PrefixState | None:
+        """KV caches of left-padded prefixes ``[C, width]`` on the plain twin, or None (no twin).
+
+        Prefix sharing (:mod:`logitprobe.prefix`) runs only unhooked forwards.
+        """
+        with self.lock:
+            twin = self.twin()
+            return None if twin is None else run_prefix(twin, tokens, attention_mask)
+
+    def forward_suffixes(self, state: PrefixState, index: torch.Tensor, tokens: torch.Tensor,
+                         attention_mask: torch.Tensor | None, keep: int) -> torch.Tensor | None:
+        """Logits of left-padded ``tokens``, row r after prefix ``index[r]``; None: no twin now."""
+        with self.lock:
+            twin = self.twin()
+            return None if twin is None else run_suffixes(twin, state, index, tokens,
+                                                           attention_mask, keep)
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None,
                 keep: int, hooks: list[tuple[str, Callable]]) -> torch.Tensor:

@@ -170,6 +170,19 @@ class Intervention(Protocol):
 class _Request:
     ids: tuple[int, ...]
     keep: int
+    prefix: tuple[int, ...] = ()  # tokens before ``ids`` read from a shared KV cache
+
+
+class _NoPrefix(Exception):
+    """The backend cannot run suffixes after a shared prefix (now): use separate forwards."""
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class Engine:
@@ -177,8 +190,13 @@ class Engine:
 
     def __init__(self, backend: Any, *, pad_id: int, max_batch_tokens: int = 4096,
                  max_batch_logits: int = 64 * 1024 * 1024, cache_bytes: int = 512 * 1024 * 1024,
-                 forward_cost_tokens: int = 32):
+                 forward_cost_tokens: int = 32, share_prefixes: bool = True,
+                 min_shared_prefix: int = 8):
         self.backend = backend
+        # Prompts sharing a token prefix run it once (:mod:`logitprobe.prefix`): only
+        # unintervened forwards on a backend with a plain twin and no foreign hooks.
+        self.share_prefixes = share_prefixes
+        self.min_shared_prefix = min_shared_prefix
         self.pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens
         # What one extra forward costs, in padded tokens (on a 2-core CPU and GPT-2
@@ -256,7 +274,22 @@ class Engine:
             else:
                 req.keep = max(req.keep, k)
         fresh: dict[tuple, torch.Tensor] = {}
-        for group in self._groups(list(missing.values())):
+        reqs = list(missing.values())
+        # Shared prefixes only when nothing is hooked: a hook would see suffix columns only.
+        if (intervention is None and use_cache and self.share_prefixes and len(reqs) > 1
+                and hasattr(self.backend, "prefix_state")):
+            shared, reqs = self._shared_prefixes(reqs)
+            if shared:
+                try:
+                    results = self._run_shared(shared)
+                except _NoPrefix:
+                    reqs += [r for _, members in shared for r in members]
+                else:
+                    for req, value in results:
+                        fresh[(req.ids, ikey)] = value
+                        if use_cache:
+                            self._store((req.ids, ikey), value)
+        for group in self._groups(reqs):
             results = self._run(group, intervention)
             for req, value in zip(group, results):
                 fresh[(req.ids, ikey)] = value
@@ -268,8 +301,87 @@ class Engine:
                 out[i] = value[value.shape[0] - k:]
         return out  # type: ignore[return-value]
 
-    def _groups(self, reqs: list[_Request]) -> Iterable[list[_Request]]:
+    def _shared_prefixes(self, reqs: list[_Request]
+                         ) -> tuple[list[tuple[int, list[_Request]]], list[_Request]]:
+        """Clusters of requests worth running after one shared prefix, and the rest.
+
+        Sorted by tokens, neighbours share the longest prefixes; a cluster grows while
+        its common prefix stays at least ``min_shared_prefix`` tokens and shortening
+        it for the newcomer costs the members less than the newcomer saves
+        (``(members - 1) * tokens lost <= prefix``: a new template opening starts a new
+        cluster instead of cutting a long one down to the few-shot header). The
+        prefix stops ``keep`` tokens before each member's end (those logits come from
+        the suffix forward). A cluster is shared when it saves more tokens than its
+        extra forward costs: ``(members - 1) * prefix > forward_cost_tokens``.
+        """
+        clusters: list[tuple[int, list[_Request]]] = []
+        for req in sorted(reqs, key=lambda r: r.ids):
+            cap = len(req.ids) - req.keep
+            if clusters:
+                length, members = clusters[-1]
+                p = min(length, cap, _common_prefix(members[-1].ids, req.ids))
+                if p >= self.min_shared_prefix and (len(members) - 1) * (length - p) <= p:
+                    members.append(req)
+                    clusters[-1] = (p, members)
+                    continue
+            clusters.append((cap, [req]))
+        shared, rest = [], []
+        for length, members in clusters:
+            if len(members) > 1 and (len(members) - 1) * length > self.forward_cost_tokens:
+                shared.append((length, members))
+            else:
+                rest += members
+        return shared, rest
+
+    @torch.no_grad()
+    def _run_shared(self, clusters: list[tuple[int, list[_Request]]]
+                    ) -> list[tuple[_Request, torch.Tensor]]:
+        """Logits of every cluster's members: batched prefix forwards, then suffix forwards.
+
+        The prefixes (longest first) are cut into left-padded batches of at most
+        ``max_batch_tokens``; each batch's suffixes are grouped like any prompts, every
+        row reading its own cluster's keys and values.
+        """
+        device = self.backend.device
+        clusters = sorted(clusters, key=lambda c: c[0], reverse=True)
+        out: list[tuple[_Request, torch.Tensor]] = []
+        start = 0
+        while start < len(clusters):
+            width = clusters[start][0]
+            size = max(1, self.max_batch_tokens // width)
+            chunk = clusters[start:start + size]
+            start += len(chunk)
+            tokens = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, (length, members) in enumerate(chunk):
+                tokens[row, width - length:] = torch.tensor(members[0].ids[:length])
+                mask[row, width - length:] = 1
+            padded = min(c[0] for c in chunk) != width
+            state = self.backend.prefix_state(tokens.to(device),
+                                              mask.to(device) if padded else None)
+            if state is None:
+                raise _NoPrefix
+            real = sum(c[0] for c in chunk)
+            self.stats.forwards += 1  # the prefix forward (its rows are the members, counted below)
+            self.stats.tokens += real
+            self.stats.padded_tokens += width * len(chunk) - real
+            subs, where, origin = [], {}, {}
+            for ci, (length, members) in enumerate(chunk):
+                for r in members:
+                    sub = _Request(r.ids[length:], r.keep, r.ids[:length])
+                    subs.append(sub)
+                    where[id(sub)], origin[id(sub)] = ci, r
+            for group in self._groups(subs, context=width):
+                index = torch.tensor([where[id(r)] for r in group], device=device)
+                for req, value in zip(group, self._run(group, None, state=(state, index))):
+                    out.append((origin[id(req)], value))
+        return out
+
+    def _groups(self, reqs: list[_Request], context: int = 0) -> Iterable[list[_Request]]:
         """Length-sorted groups that minimise padded tokens plus a cost per forward.
+
+        ``context``: tokens every row attends to before its own (a shared prefix); they
+        count towards ``max_batch_tokens`` (memory) but not towards the work.
 
         A forward costs its padded tokens (rows x longest) plus ``forward_cost_tokens``
         (reading every weight once, Python overhead): many tiny groups waste the
@@ -295,7 +407,7 @@ class Engine:
                 rows += len(buckets[i])
                 keep = max(keep, bucket_keep[i])
                 longest = len(buckets[i][0].ids)
-                forwards = math.ceil(rows / self._rows_per_forward(longest, keep, vocab))
+                forwards = math.ceil(rows / self._rows_per_forward(longest + context, keep, vocab))
                 cost = best[i] + rows * longest + self.forward_cost_tokens * forwards
                 if cost < best[j]:
                     best[j], cut[j] = cost, i
@@ -308,7 +420,7 @@ class Engine:
             span = [r for bucket in buckets[i:j] for r in bucket]
             longest = len(span[0].ids)
             keep = max(r.keep for r in span)
-            size = self._rows_per_forward(longest, keep, vocab)
+            size = self._rows_per_forward(longest + context, keep, vocab)
             chunks = math.ceil(len(span) / size)
             size = math.ceil(len(span) / chunks)  # even chunks
             for k in range(0, len(span), size):
@@ -342,17 +454,20 @@ class Engine:
 
     @torch.no_grad()
     def _run(self, group: list[_Request], intervention: Intervention | None, *,
-             check: bool = True) -> list[torch.Tensor]:
+             check: bool = True, state: Any = None) -> list[torch.Tensor]:
         keep = max(r.keep for r in group)
         device = self.backend.device
         batch = left_pad([r.ids for r in group], self.pad_id)
-        hooks = intervention.hooks(batch.layout(keep)) if intervention is not None else []
-        logits = self.backend.forward(
-            batch.tokens.to(device),
-            attention_mask=batch.mask.to(device) if batch.padded else None,
-            keep=keep,
-            hooks=hooks,
-        )
+        mask = batch.mask.to(device) if batch.padded else None
+        if state is not None:  # suffixes after a shared prefix (no hooks, see _run_shared)
+            logits = self.backend.forward_suffixes(state[0], state[1], batch.tokens.to(device),
+                                                   mask, keep)
+            if logits is None:
+                raise _NoPrefix
+        else:
+            hooks = intervention.hooks(batch.layout(keep)) if intervention is not None else []
+            logits = self.backend.forward(batch.tokens.to(device), attention_mask=mask,
+                                          keep=keep, hooks=hooks)
         self.stats.count(batch)
         logits = logits.to("cpu", torch.float32)
         # NaN / +inf / all -inf is no answer: one reduction per forward over what rows read.
@@ -360,5 +475,5 @@ class Engine:
         if bad is not None:
             req = group[bad.row]
             raise self.nonfinite_error(bad._replace(column=bad.column - (keep - req.keep)),
-                                       req.ids, req.keep, intervention)
+                                       req.prefix + req.ids, req.keep, intervention)
         return [logits[row, keep - r.keep:].clone() for row, r in enumerate(group)]
