@@ -25,8 +25,9 @@ __all__ = ["close_report", "direction_report", "divergences", "greedy_failure"]
 
 def divergences(p: NextToken, q: NextToken) -> tuple[float, float]:
     """``(KL(p || q), total variation)`` in nats, computed in float64 from log-probabilities."""
-    return (float(divergence.kl(p.logprobs, q.logprobs)),
-            float(divergence.total_variation(p.logprobs, q.logprobs)))
+    # from the logits: divergence normalizes them in float64
+    return (float(divergence.kl(p.logits, q.logits)),
+            float(divergence.total_variation(p.logits, q.logits)))
 
 
 def close_report(p: NextToken, q: NextToken, kl: float, tv: float, rows: int = 10) -> str:

@@ -299,7 +299,7 @@ class NextToken:
 
     def entropy(self) -> float:
         """Shannon entropy of the next-token distribution, in nats."""
-        return float(divergence.entropy(self._logprobs))
+        return float(divergence.entropy(self._logits))  # normalized in float64
 
     @property
     def argmax(self) -> Candidate:

@@ -212,7 +212,8 @@ def test_compare_against_manual_numbers(tiny):
     after = tiny.next_token(PROMPT, interventions=[SetLogit(" the", to="max+1")])
     assert torch.equal(cmp.before.logits, before.logits)
     assert torch.equal(cmp.after.logits, after.logits)
-    kl = torch.nn.functional.kl_div(after.logprobs.double(), before.logprobs.double(),
+    kl = torch.nn.functional.kl_div(after.logits.double().log_softmax(-1),
+                                    before.logits.double().log_softmax(-1),
                                     log_target=True, reduction="sum")
     assert cmp.kl == pytest.approx(float(kl), rel=1e-9)
     the = cmp.changes[0]

@@ -79,7 +79,7 @@ class Comparison:
     @cached_property
     def kl(self) -> float:
         """KL(before || after) = sum p_before * (log p_before - log p_after), in nats."""
-        return float(kl(self.before.logprobs, self.after.logprobs))
+        return float(kl(self.before.logits, self.after.logits))  # normalized in float64
 
     @cached_property
     def changes(self) -> tuple[TokenChange, ...]:
