@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Sequence, Union
 import torch
 
 from . import display, records
-from ._text import clip
+from ._text import Table, clip
 from .errors import InvalidArgument
 from .results import Candidate, NextToken, TopK, log_softmax
 from .tokens import check_k
@@ -131,19 +131,14 @@ class LensResult:
 
     def __str__(self) -> str:
         tracked = self.tracked
-        header = f"  {'layer':<14} | {'top-' + str(self.k):<44} | {'p(top1)':>7}"
-        for tok in tracked:
-            header += f" | {clip(repr(tok), 16):>16}"
-        lines = [f"Logit lens after {self.prompt!r} (position {self.position}):", header,
-                 "  " + "-" * (len(header) - 2)]
+        table = Table(("layer", "<14"), (f"top-{self.k}", "<44"), ("p(top1)", ">7.4f"),
+                      *((clip(repr(tok), 16), ">16") for tok in tracked))
+        lines = [f"Logit lens after {self.prompt!r} (position {self.position}):", *table.header()]
         ranks = self.ranks.tolist() if tracked else [[] for _ in range(len(self))]
         probs = self._logprobs[:, list(self.tracked_ids)].exp().tolist() if tracked else ranks
         for i, (label, top) in enumerate(zip(self.labels, self.top())):
-            words = clip(" ".join(repr(t) for t in top.tokens), 44)
-            row = f"  {label:<14} | {words:<44} | {top[0].prob:>7.4f}"
-            for r, p in zip(ranks[i], probs[i]):
-                row += f" | {f'#{r} p={p:.3f}':>16}"
-            lines.append(row)
+            lines.append(table.row(label, " ".join(repr(t) for t in top.tokens), top[0].prob,
+                                   *(f"#{r} p={p:.3f}" for r, p in zip(ranks[i], probs[i]))))
         return "\n".join(lines)
 
     # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
