@@ -237,16 +237,17 @@ class Attribution:
 
     def __str__(self) -> str:
         scale = max(float(self._values.abs().max()), abs(self.bias), 1e-12)
+        # The third column (a bar, or the error note) has no title and no width.
+        table = Table(("part", "<12"), ("attribution", ">+11.4f"), ("", ""))
         lines = [f"Direct logit attribution of {self.quantity} after {self.prompt!r} "
-                 f"(position {self.position}):",
-                 f"  {'part':<12} | {'attribution':>11} |"]
+                 f"(position {self.position}):", table.header(rule=False)[0].rstrip()]
         rows = [*zip(self.labels, self._values.tolist()), ("bias", self.bias)]
         for label, value in rows:
             bar = "#" * round(10 * abs(value) / scale)
             bar = f"{bar:>10}|" if value < 0 else f"{'':>10}|{bar}"
-            lines.append(f"  {label:<12} | {value:>+11.4f} | {bar}")
-        lines.append(f"  {'sum':<12} | {self.total:>+11.4f} |")
-        lines.append(f"  {'model':<12} | {self.logit:>+11.4f} |  (error {self.error:+.2g})")
+            lines.append(table.row(label, value, bar))
+        lines.append(table.row("sum", self.total, "").rstrip())
+        lines.append(table.row("model", self.logit, f" (error {self.error:+.2g})"))
         return "\n".join(lines)
 
     # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
