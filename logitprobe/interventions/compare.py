@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import display, records
 from ..divergence import kl
-from .._text import clip
+from .._text import Table
 from ..results import NextToken, TopK
 
 if TYPE_CHECKING:
@@ -114,20 +114,22 @@ class Comparison:
     def __str__(self) -> str:
         lines = [f"prompt {self.prompt!r}: {len(self.specs)} intervention(s); "
                  f"KL(before || after) = {_fmt(self.kl)} nats"]
-        lines.append(f"  {'#':>3} | {'before':<20} | {'prob':>8} || {'after':<20} | {'prob':>8}")
+        # Before and after side by side: two tables joined by `||`.
+        left = Table(("#", ">3"), ("before", "<20"), ("prob", ">8.4f"))
+        right = Table(("after", "<20"), ("prob", ">8.4f"))
+        lines.append(left.header(rule=False)[0] + " ||" + right.header(rule=False)[0][1:])
         lines.append("  " + "-" * 70)
         for i, (b, a) in enumerate(zip(self.top_before, self.top_after), start=1):
-            lines.append(f"  {i:>3} | {clip(repr(b.token), 20):<20} | {b.prob:>8.4f} || "
-                         f"{clip(repr(a.token), 20):<20} | {a.prob:>8.4f}")
+            lines.append(left.row(i, repr(b.token), b.prob) + " ||"
+                         + right.row(repr(a.token), a.prob)[1:])
         if self.changes:
-            lines.append("")
-            lines.append(f"  {'token':<20} | {'rank':^16} | {'prob':^18} | {'logit':^20}".rstrip())
-            lines.append("  " + "-" * 84)
+            changes = Table(("token", "<20"), ("rank", "^16"), ("prob", "^18"), ("logit", "^20"))
+            lines += ["", changes.header(rule=False)[0].rstrip(), "  " + "-" * 84]
             for c in self.changes:
-                lines.append(
-                    f"  {clip(repr(c.token), 20):<20} | {c.rank_before:>6} -> "
-                    f"{c.rank_after:<6} | {c.prob_before:>7.4f} -> {c.prob_after:<7.4f} | "
-                    f"{_fmt(c.logit_before):>8} -> {_fmt(c.logit_after):<8}".rstrip())
+                lines.append(changes.row(
+                    repr(c.token), f"{c.rank_before:>6} -> {c.rank_after:<6}",
+                    f"{c.prob_before:>7.4f} -> {c.prob_after:<7.4f}",
+                    f"{_fmt(c.logit_before):>8} -> {_fmt(c.logit_after):<8}").rstrip())
         if self.logit_diff is not None:
             b, a = self.logit_diff
             names = " - ".join(repr(c.token) for c in self.changes)
