@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import torch
 
 from .. import display, records
-from .._text import short
+from .._text import Table, clip, short
 from ..errors import InvalidArgument, PromptError
 from ..progress import check_progress, track
 
@@ -100,10 +100,9 @@ class PatchSweep:
         head = (f"patching {self.activation} from {self.clean!r} into {self.corrupted!r}; "
                 f"{self.metric}: clean {self.clean_value:.3f}, corrupted {self.corrupted_value:.3f}")
         width = max(9, *(min(len(c), 14) for c in cols))
-        lines = [head, "  layer | " + " | ".join(c[:14].rjust(width) for c in cols)]
-        for r, row in zip(rows, matrix.tolist()):
-            lines.append(f"  {r:>5} | " + " | ".join(f"{v:>{width}.3f}" for v in row))
-        return "\n".join(lines)
+        table = Table(("layer", ">5"), *((clip(c, width), f">{width}.3f") for c in cols))
+        return "\n".join([head, *table.header(rule=False),
+                          *(table.row(r, *row) for r, row in zip(rows, matrix.tolist()))])
 
     # -- notebooks and data out (logitprobe.display, logitprobe.records) ------------
     def _repr_html_(self) -> str:
