@@ -68,6 +68,20 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         self.engine.decode = self.vocab.decode  # names the prompt in NonFiniteLogitsError
         self._intervention_state = InterventionState()  # intervene blocks, hook facts, references
 
+    def __deepcopy__(self, memo: dict) -> "Probe":
+        """A new probe on a deep copy of the model: same settings, its own (empty) cache.
+
+        The engine's lock and the ``intervene`` scope belong to one model and cannot be
+        copied, so the copy is rebuilt rather than cloned field by field.
+        """
+        copied = Probe(copy.deepcopy(self.model, memo), self.tokenizer,
+                       prepend_bos=self.vocab.prepend_bos, name=self.name,
+                       cache_bytes=self.engine.cache_bytes,
+                       max_batch_tokens=self.engine.max_batch_tokens,
+                       max_call_bytes=self.max_call_bytes)
+        memo[id(self)] = copied
+        return copied
+
     # -- facts -----------------------------------------------------------------------
     @property
     def max_call_bytes(self) -> int:

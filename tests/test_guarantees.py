@@ -312,3 +312,17 @@ def test_a_whole_model_dtype_conversion_is_seen(own):
     assert want.dtype == torch.float64
     torch.testing.assert_close(got, want.float(), atol=1e-6, rtol=0)
     assert not torch.equal(got, before)
+
+
+def test_a_deep_copy_is_an_independent_probe(tiny):
+    import copy
+
+    prompt = "The cat sat on the"
+    before = tiny.next_token(prompt).logits
+    twin = copy.deepcopy(tiny)
+    assert twin is not tiny and twin.model is not tiny.model and twin.engine is not tiny.engine
+    torch.testing.assert_close(twin.next_token(prompt).logits, before)
+    with torch.no_grad():
+        twin.model.original_model.lm_head.weight.mul_(0)  # edits the copy only
+    assert torch.count_nonzero(twin.next_token(prompt).logits) == 0
+    assert torch.equal(tiny.next_token(prompt).logits, before)
