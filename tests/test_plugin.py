@@ -351,6 +351,19 @@ def test_plugin_is_harmless_when_unused(pytester):
     result.stdout.fnmatch_lines(["*plugins:*logitprobe*"])
 
 
+def test_collecting_behavioural_files_imports_no_torch(tmp_path, tiny_gpt2_dir):
+    # Collection (validation, template expansion, tokenizer-only checks) needs no weights: a
+    # `pytest --collect-only` of a suite must stay fast, so it must not import torch.
+    suite = ROOT / "examples" / "behaviour" / "test_geo.logit.yaml"
+    code = ("import sys, pytest; "
+            f"code = pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', {str(suite)!r}, "
+            f"'--logitprobe-model={tiny_gpt2_dir}']); "
+            "assert code == 0, code; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert 'transformer_lens' not in sys.modules, 'transformer_lens imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
 def test_xdist_two_workers(pytester, tiny_gpt2_dir, tiny):
     body, _ = yaml_cases(tiny, ["The cat sat on the", "A dog saw the log", "She drinks tea"])
     pytester.makefile(".logit.yaml", test_cases=body)
