@@ -77,11 +77,11 @@ class _Step(NamedTuple):
 def _logsumexp(logits: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
     """``logits.logsumexp(-1)`` given ``peak = logits.amax(-1)``: torch's own steps, bit for bit.
 
-    (``aten::logsumexp`` is amax, then ``(x - max).exp_()`` summed, logged, plus the max
-    with infinite maxima taken as 0; tests/test_generation.py checks the equality.)
+    (``aten::logsumexp`` is amax with infinite maxima taken as 0, then ``(x - max).exp_()``
+    summed, logged, plus that max; tests/test_generation.py checks the equality.)
     """
-    out = (logits - peak[:, None]).exp_().sum(-1).log_()
-    return out.add_(peak.masked_fill(peak.abs() == float("inf"), 0))
+    m = peak.masked_fill(peak.abs() == float("inf"), 0)
+    return (logits - m[:, None]).exp_().sum(-1).log_().add_(m)
 
 
 class GenerationMixin:
