@@ -28,13 +28,17 @@ class Bad(NamedTuple):
     what: str  # 'NaN', '+inf' or 'no finite logit'
 
 
-def find_nonfinite(logits: torch.Tensor, keeps: Sequence[int] | None = None) -> Bad | None:
+def find_nonfinite(logits: torch.Tensor, keeps: Sequence[int] | None = None, *,
+                   best: torch.Tensor | None = None) -> Bad | None:
     """The first bad position of ``logits`` (``Float[Tensor, "batch keep vocab"]``), or None.
 
     ``keeps[i]`` is how many trailing positions row ``i`` really uses (the others
     may be padding, whose logits nobody reads); None means all of them.
+    ``best``: ``logits.amax(dim=-1)`` when the caller already has it (it reuses the
+    max elsewhere, e.g. for a logsumexp), so the check costs no pass of its own.
     """
-    best = logits.amax(dim=-1)  # (B, keep): NaN if any NaN, +inf if any +inf, -inf if all -inf
+    if best is None:  # (B, keep): NaN if any NaN, +inf if any +inf, -inf if all -inf
+        best = logits.amax(dim=-1)
     ok = torch.isfinite(best)
     if keeps is not None and min(keeps) < best.shape[1]:
         cols = torch.arange(best.shape[1], device=best.device)[None, :]

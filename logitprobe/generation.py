@@ -40,7 +40,7 @@ from .kvcache import Decoder
 from .progress import check_progress, track
 from .results import NextToken
 from .rng import check_seed, draw, fresh_seed, row_keys, stream_base, uniforms
-from .warpers import build_warpers, probabilities
+from .warpers import _probabilities, build_warpers, probabilities
 
 if TYPE_CHECKING:
     from .results import Candidate
@@ -72,6 +72,16 @@ class _Step(NamedTuple):
     ranks: list[int]  # unwarped, 1-based
     warped: list[float]
     active: list[bool]  # rows still generating at this step
+
+
+def _logsumexp(logits: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+    """``logits.logsumexp(-1)`` given ``peak = logits.amax(-1)``: torch's own steps, bit for bit.
+
+    (``aten::logsumexp`` is amax with infinite maxima taken as 0, then ``(x - max).exp_()``
+    summed, logged, plus that max; tests/test_generation.py checks the equality.)
+    """
+    m = peak.masked_fill(peak.abs() == float("inf"), 0)
+    return (logits - m[:, None]).exp_().sum(-1).log_().add_(m)
 
 
 class GenerationMixin:
@@ -161,23 +171,26 @@ class GenerationMixin:
                           stats=self.engine.stats, lock=self.engine.lock)
         logits = decoder.prefill(seqs, repeats=n)  # (rows, vocab)
         rows = logits.shape[0]
-        self._check_finite(logits, None, lambda r: list(seqs[r // n]), intervention)
-        keys = None
+        peak = logits.amax(-1)  # (rows,): the finiteness check's one pass, reused by _logsumexp
+        self._check_finite(logits, peak, None, lambda r: list(seqs[r // n]), intervention)
+        keys = cdf = None
         if do_sample:  # prompt-major rows: prompt j's samples 0..n-1
             keys = torch.cat([row_keys(stream_base(seed, p), torch.arange(n)) for p in prompts])
+            cdf = torch.empty(logits.shape, dtype=torch.float64, device=logits.device)
         eos = self._eos_ids() if stop_at_eos else set()
         active = [True] * rows
         generated: list[list[int]] = [[] for _ in range(rows)]
         for t in range(max_new_tokens):
             if do_sample:
-                probs = probabilities(logits, warpers)
-                chosen = draw(probs, uniforms(keys, t).to(probs.device))
+                # Every row was checked when all are active: no second non-finite check.
+                probs = _probabilities(logits, warpers, finite=all(active))
+                chosen = draw(probs, uniforms(keys, t).to(probs.device), out=cdf)
                 warped = probs.gather(1, chosen[:, None]).squeeze(1).float().tolist()
             else:
                 chosen = logits.argmax(-1)  # lowest id among exact ties, as HF
                 warped = [1.0] * rows
             picked = logits.gather(1, chosen[:, None])  # (rows, 1)
-            logprobs = (picked.squeeze(1) - logits.logsumexp(-1)).tolist()
+            logprobs = (picked.squeeze(1) - _logsumexp(logits, peak)).tolist()
             ranks = ((logits > picked).sum(-1) + 1).tolist()
             ids = chosen.tolist()
             yield _Step(t, logits, ids, logprobs, ranks, warped, list(active))
@@ -191,20 +204,22 @@ class GenerationMixin:
                 break
             feed = torch.tensor([i if a else self.engine.pad_id for i, a in zip(ids, active)])
             logits = decoder.step(feed)
-            self._check_finite(logits, active, lambda r: list(seqs[r // n]) + generated[r],
-                               intervention)
+            peak = logits.amax(-1)
+            self._check_finite(logits, peak, active,
+                               lambda r: list(seqs[r // n]) + generated[r], intervention)
         check = getattr(intervention, "check_fired", None)
         if callable(check):
             check()
 
-    def _check_finite(self, logits: torch.Tensor, active: list[bool] | None,
+    def _check_finite(self, logits: torch.Tensor, peak: torch.Tensor, active: list[bool] | None,
                       tokens: Any, intervention: Any) -> None:
         """NonFiniteLogitsError when an active row's logits are NaN / +inf / all -inf.
 
-        ``active[r]`` False: row r has finished and its logits are unused (None: all
-        active); ``tokens(r)`` is row r's tokens so far, built only for the error.
+        ``peak`` is ``logits.amax(-1)``; ``active[r]`` False: row r has finished and its
+        logits are unused (None: all active); ``tokens(r)`` is row r's tokens so far,
+        built only for the error.
         """
-        bad = find_nonfinite(logits[:, None])  # one reduction per step
+        bad = find_nonfinite(logits[:, None], best=peak[:, None])  # no pass of its own
         if bad is None:
             return
         live = [r for r in range(logits.shape[0]) if active is None or active[r]]

@@ -101,15 +101,21 @@ def uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
     return _srl(z, 11).to(torch.float64) * (1.0 / (1 << 53))
 
 
-def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def draw(probs: torch.Tensor, u: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
     """Inverse-CDF sampling: the first id whose cumulative probability exceeds ``u * total``.
 
     ``probs`` is ``Float[Tensor, "rows vocab"]`` with one uniform per row, or
     ``Float[Tensor, "vocab"]`` with any number of uniforms (one CDF for all of them).
     Rows need not sum to 1; tokens of probability 0 are never drawn.
+    ``out``: a float64 tensor shaped like ``probs`` to hold the CDF (overwritten), so a
+    loop drawing every step reuses one buffer instead of faulting in fresh pages each
+    time; the CDF and the draws are the same bits either way.
     Returns ``Long[Tensor, "rows"]`` (or ``"n"``).
     """
-    cdf = probs.to(torch.float64).cumsum(-1)  # non-decreasing: flat where p = 0
+    if out is None:
+        cdf = probs.to(torch.float64).cumsum(-1)  # non-decreasing: flat where p = 0
+    else:
+        cdf = out.copy_(probs).cumsum_(-1)
     total = cdf[..., -1:]
     x = u.to(cdf.device, torch.float64).reshape(*probs.shape[:-1], -1) * total
     # u < 1, but u * total may round up to total: keep x strictly below it.

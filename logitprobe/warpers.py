@@ -260,10 +260,28 @@ def probabilities(logits: Tensor, warpers: Warper | Iterable[Warper]) -> Tensor:
     """
     _check_logits(logits)
     chain = warpers if isinstance(warpers, Warper) else Chain(*warpers)
-    warped = chain(logits.float())
-    bad = find_nonfinite(warped.reshape(-1, 1, warped.shape[-1]))  # one reduction
-    if bad is not None:
-        raise _empty(bad.what, logits, chain)
+    return _probabilities(logits, chain)
+
+
+# Warpers that keep a finite row finite: they only set logits to -inf, and keep at least one.
+_MASKING = (TopK, TopP, MinP, Greedy)
+
+
+def _probabilities(logits: Tensor, chain: Warper, *, finite: bool = False) -> Tensor:
+    """:func:`probabilities` without the argument checks, for the generation loop.
+
+    ``finite``: the caller has checked that every row of ``logits`` has a finite max.
+    The check after the warpers is then skipped when none of them can break that (only
+    a temperature can overflow float32), and an empty chain skips its copy, so the
+    result is the same tensor with fewer passes over ``rows x vocab``.
+    """
+    x = logits.float()
+    inner = chain.warpers if isinstance(chain, Chain) else (chain,)
+    warped = chain(x) if inner else x  # softmax never writes its input
+    if not (finite and all(type(w) in _MASKING for w in inner)):
+        bad = find_nonfinite(warped.reshape(-1, 1, warped.shape[-1]))  # one reduction
+        if bad is not None:
+            raise _empty(bad.what, logits, chain)
     return warped.softmax(dim=-1)
 
 

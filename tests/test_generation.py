@@ -9,10 +9,12 @@ from collections import Counter, defaultdict
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logitprobe.engine import BatchLayout
 from logitprobe.errors import InvalidArgument, PromptError
-from logitprobe.generation import Generation
+from logitprobe.generation import Generation, _logsumexp
 from logitprobe.kvcache import Decoder
 from logitprobe.sampling_stats import chi_square_test
 from logitprobe.warpers import build_warpers, probabilities
@@ -332,3 +334,25 @@ def test_interventions_fire_on_every_cached_step(tiny, monkeypatch):
     for _ in range(4):
         ids.append(int(tiny.engine.logits([ids], 1, PositionNudge(1, vec))[0][-1].argmax()))
     assert chosen == ids[-4:]
+
+
+_SPECIAL = st.sampled_from([-float("inf"), float("inf"), float("nan"), 0.0, 1e38, -1e38])
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.lists(st.one_of(st.floats(-50, 50, width=32), _SPECIAL), min_size=1,
+                              max_size=40), min_size=1, max_size=5).filter(
+    lambda r: len({len(x) for x in r}) == 1))
+def test_logsumexp_from_the_checked_max_is_torch_logsumexp_bit_for_bit(rows):
+    # Rows with -inf (banned), all -inf, +inf and NaN included: the loop's logsumexp reuses
+    # the max of the non-finite check and must give exactly torch.logsumexp's numbers.
+    x = torch.tensor(rows, dtype=torch.float32)
+    got, expected = _logsumexp(x, x.amax(-1)), torch.logsumexp(x, -1)
+    assert torch.equal(got.isnan(), expected.isnan())
+    assert torch.equal(got.nan_to_num(0.5), expected.nan_to_num(0.5))
+
+
+def test_logsumexp_from_the_checked_max_on_a_full_vocabulary():
+    x = torch.randn(3, 50257, generator=torch.Generator().manual_seed(0)) * 4
+    x[1, ::7] = -float("inf")
+    assert torch.equal(_logsumexp(x, x.amax(-1)), torch.logsumexp(x, -1))

@@ -11,12 +11,14 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from logitprobe.errors import InvalidArgument
+from logitprobe.errors import EmptyDistributionError, InvalidArgument
 from logitprobe.rng import _GOLDEN, draw, mix64, row_keys, stream_base, uniforms
 from logitprobe.sampling_stats import (binomial_interval, chi_square_test, frequency_check,
                                        gammaincc)
-from logitprobe.warpers import build_warpers, probabilities
+from logitprobe.warpers import _probabilities, build_warpers, probabilities
 
 FALSE_ALARM = 1e-3
 PROMPT = "The cat sat on the"
@@ -245,3 +247,48 @@ def test_sample_bad_arguments(tiny, kwargs, pattern):
     if "n" not in kwargs:
         with pytest.raises(InvalidArgument, match=pattern):
             tiny.sample_frequencies(PROMPT, n=10, **kwargs)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 6), vocab=st.integers(1, 300), seed=st.integers(0, 2**32),
+       zeros=st.floats(0, 0.9))
+def test_draw_into_a_reused_buffer_gives_the_same_draws(rows, vocab, seed, zeros):
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.rand(rows, vocab, generator=g)
+    probs[torch.rand(rows, vocab, generator=g) < zeros] = 0
+    probs[:, 0] += 1e-3  # every row keeps some mass
+    buf = torch.full((rows, vocab), float("nan"), dtype=torch.float64)  # stale content
+    for step in range(3):  # the generation loop reuses one buffer across steps
+        u = uniforms(row_keys(seed, torch.arange(rows)), step)
+        # Independent reference: the float64 prefix sums and the first index above u * total.
+        cdf = torch.tensor([list(_seq_cumsum(r)) for r in probs.tolist()],
+                           dtype=torch.float64)
+        x = torch.minimum(u[:, None] * cdf[:, -1:],
+                          torch.nextafter(cdf[:, -1:], torch.zeros(rows, 1, dtype=torch.float64)))
+        expected = [int((c <= xi).sum()) for c, xi in zip(cdf, x[:, 0])]
+        assert draw(probs, u, out=buf).tolist() == draw(probs, u).tolist() == expected
+        probs = probs.roll(1, dims=1)
+
+
+def _seq_cumsum(row):
+    total = 0.0
+    for p in row:  # float32 values summed left to right in float64, as a cumsum does
+        total += p
+        yield total
+
+
+@pytest.mark.parametrize("warp", [dict(), dict(top_k=3), dict(top_p=0.8), dict(min_p=0.2),
+                                  dict(top_k=5, top_p=0.9, min_p=0.1), dict(temperature=0.5)])
+def test_probabilities_of_checked_logits_are_the_same_tensor(warp):
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(1)) * 3
+    logits[0, :10] = -float("inf")  # banned tokens are fine
+    chain = build_warpers(**warp)
+    expected = torch.softmax(chain(logits), -1)
+    assert torch.equal(_probabilities(logits, chain, finite=True), expected)
+    assert torch.equal(probabilities(logits, chain), expected)
+
+
+def test_a_temperature_overflow_is_still_caught_when_the_logits_were_checked():
+    logits = torch.tensor([[3e38, 0.0]])  # finite, but / 0.5 overflows float32
+    with pytest.raises(EmptyDistributionError, match="temperature=0.5"):
+        _probabilities(logits, build_warpers(temperature=0.5), finite=True)
