@@ -28,6 +28,15 @@ def run_tiny(pytester, tiny_gpt2_dir, tiny):
     return run
 
 
+def _tokenizer_only(pytester, model_dir: Path) -> Path:
+    """A model directory with the tokenizer and config of ``model_dir`` but no weights."""
+    light = pytester.path / "light"
+    light.mkdir()
+    for name in ("tokenizer.json", "config.json"):
+        shutil.copy(model_dir / name, light / name)
+    return light
+
+
 def collection_error(result, lines: list[str]) -> None:
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*ERROR collecting test_*.logit.yaml*", *lines])
@@ -77,10 +86,7 @@ def test_bad_intervention_is_a_collection_error(pytester, run_tiny):
 def test_token_checks_need_no_weights(pytester, tiny_gpt2_dir, tiny):
     # A model directory with the tokenizer and config but no weights: cases that the
     # tokenizer shows are wrong fail with their own message; the valid one cannot load.
-    light = pytester.path / "light"
-    light.mkdir()
-    for name in ("tokenizer.json", "config.json"):
-        shutil.copy(tiny_gpt2_dir / name, light / name)
+    light = _tokenizer_only(pytester, tiny_gpt2_dir)
     long = " ".join(["cat"] * 200)
     pytester.makefile(".logit.yaml", test_geo=textwrap.dedent(f"""\
         - name: fine
@@ -131,10 +137,7 @@ def test_run_time_errors_name_file_and_case(pytester, run_tiny):
 
 
 def test_multi_token_expectations_are_reported_without_weights(pytester, tiny_gpt2_dir, tiny):
-    light = pytester.path / "light"
-    light.mkdir()
-    for name in ("tokenizer.json", "config.json"):
-        shutil.copy(tiny_gpt2_dir / name, light / name)
+    light = _tokenizer_only(pytester, tiny_gpt2_dir)
     pytester.makefile(".logit.yaml", test_spell=textwrap.dedent("""\
         - name: phrase
           prompt: "The cat sat on the"
