@@ -22,7 +22,7 @@ import random
 import torch
 
 import logitprobe
-from common import Context, Result, interleaved, peak_memory, ratio
+from common import Context, Result, hf_batches, interleaved, peak_memory, ratio
 from subjects import gpt2_dir, prompts
 
 FEW_SHOT = [("What is the capital of France?", "Paris"), ("What is two plus two?", "Four"),
@@ -79,22 +79,6 @@ def _size(ctx: Context, full: int, smoke: int) -> int:
     return smoke if ctx.smoke else max(2, round(full * ctx.scale))
 
 
-def _hf_batches(probe, seqs: list[list[int]], device: str) -> list[tuple]:
-    """The engine's own length groups of ``seqs``, left-padded, for the HF model."""
-    from logitprobe.engine import _Request
-
-    out = []
-    for group in probe.engine._groups([_Request(tuple(s), 1) for s in seqs]):
-        T = max(len(r.ids) for r in group)
-        tokens = torch.full((len(group), T), probe.engine.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(group), T), dtype=torch.long)
-        for row, r in enumerate(group):
-            tokens[row, T - len(r.ids):] = torch.tensor(r.ids)
-            mask[row, T - len(r.ids):] = 1
-        out.append((tokens.to(device), mask.to(device)))
-    return out
-
-
 def _hf_run(hf, batches) -> None:
     with torch.no_grad():
         for tokens, mask in batches:
@@ -108,7 +92,7 @@ def few_shot(ctx: Context, probe, hf, tok) -> None:
     header = _header(tok, 150 if not ctx.smoke else 30)
     texts = [header + t.format(f) for t in TEMPLATES for f in fills]
     seqs = [tok(t).input_ids for t in texts]
-    batches = _hf_batches(probe, seqs, ctx.device)
+    batches = hf_batches(probe, seqs, ctx.device)
 
     def ours():
         probe.clear_cache()

@@ -8,7 +8,8 @@ import time
 import torch
 
 import logitprobe
-from common import Context, Result, Timing, gflops_ceiling, interleaved, measure, ratio
+from common import (Context, Result, Timing, gflops_ceiling, hf_batches, interleaved, measure,
+                    ratio)
 from subjects import gpt2_dir, load_in_fresh_process, prompts
 
 
@@ -169,11 +170,11 @@ def suite(ctx: Context, probe, hf, tok) -> None:
         query_time.append(time.perf_counter() - start)
         return out
 
-    hf_batches = _hf_batches(probe, ps, ids, ctx.device)
+    batches = hf_batches(probe, [ids[p] for p in ps], ctx.device)
 
     def hf_batched():  # the same batches, HF's own forward, logits at the last position
         with torch.no_grad():
-            for tokens, mask in hf_batches:
+            for tokens, mask in batches:
                 hf(tokens, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                    logits_to_keep=1)
 
@@ -188,7 +189,7 @@ def suite(ctx: Context, probe, hf, tok) -> None:
                    t_naive.median, "s", t_naive))
     ctx.add(Result("suite", f"{n_checks} checks over {n_prompts} prompts, logitprobe", t_lp.median,
                    "s", t_lp))
-    ctx.add(Result("suite", f"bare HF forwards, the same {len(hf_batches)} batches",
+    ctx.add(Result("suite", f"bare HF forwards, the same {len(batches)} batches",
                    t_hf_batched.median, "s", t_hf_batched))
     ctx.add(ratio("suite", "naive / logitprobe", t_naive, t_lp, at_least=6))
     ctx.add(ratio("suite", "logitprobe / bare HF batched forwards", t_lp, t_hf_batched))
@@ -210,22 +211,6 @@ def suite(ctx: Context, probe, hf, tok) -> None:
     hf_tps = n_tokens / t_hf_batched.median
     ctx.add(Result("suite", "bare HF batched forwards: share of the ceiling", hf_tps / ceiling, "",
                    note="the same batches without logitprobe"))
-
-
-def _hf_batches(probe, ps: list[str], ids: dict, device: str) -> list[tuple]:
-    """The engine's own grouping of ``ps``, as left-padded tensors for the HF model."""
-    from logitprobe.engine import _Request
-
-    out = []
-    for group in probe.engine._groups([_Request(tuple(ids[p]), 1) for p in ps]):
-        T = max(len(r.ids) for r in group)
-        tokens = torch.full((len(group), T), probe.engine.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(group), T), dtype=torch.long)
-        for row, r in enumerate(group):
-            tokens[row, T - len(r.ids):] = torch.tensor(r.ids)
-            mask[row, T - len(r.ids):] = 1
-        out.append((tokens.to(device), mask.to(device)))
-    return out
 
 
 def loads(ctx: Context, directory) -> None:

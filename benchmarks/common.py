@@ -186,3 +186,14 @@ def to_markdown(ctx: Context, meta: dict) -> str:
 
 def to_json(ctx: Context, meta: dict) -> dict:
     return {"meta": meta, "results": [asdict(r) for r in ctx.results]}
+
+
+def hf_batches(probe: Any, seqs: list[list[int]], device: str) -> list[tuple]:
+    """The engine's own length groups of ``seqs``, left-padded as it pads them, for the HF model."""
+    from logitprobe.engine import _Request, left_pad
+
+    out = []
+    for group in probe.engine._groups([_Request(tuple(s), 1) for s in seqs]):
+        batch = left_pad([r.ids for r in group], probe.engine.pad_id)
+        out.append((batch.tokens.to(device), batch.mask.to(device)))
+    return out
