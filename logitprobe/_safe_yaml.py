@@ -65,10 +65,7 @@ def compose(text: str, source: str, error: type[Exception]) -> Any:
     except RecursionError:  # the pure-Python parser on deep nesting (libyaml stops at 1000)
         raise error(f"{source}: invalid YAML: values nested too deeply") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise error(f"{source}: invalid YAML{at}: {problem}") from None
+        raise error(f"{source}: invalid YAML{_located(exc)}") from None
     finally:
         loader.dispose()
     if node is not None and "&" in text:  # no anchor, no alias: nothing to expand
@@ -84,12 +81,16 @@ def construct(node: Any, source: str, error: type[Exception]) -> Any:
     try:
         return loader.construct_document(node)
     except (yaml.YAMLError, ValueError) as exc:  # unhashable key, a 5000-digit int, a bad date
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise error(f"{source}: invalid YAML value{at}: {problem}") from None
+        raise error(f"{source}: invalid YAML value{_located(exc)}") from None
     finally:
         loader.dispose()
+
+
+def _located(exc: Exception) -> str:
+    """`` (line L, column C): problem`` of a PyYAML error (no position when it has none)."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    return f"{at}: {getattr(exc, 'problem', None) or exc}"
 
 
 def _children(node: Any) -> list:
