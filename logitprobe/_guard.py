@@ -51,12 +51,12 @@ class Snapshot:
 
     def __init__(self, probe: Probe):
         self.probe = probe
-        self.hooks = set(_hooks(probe.model))
+        self.hooks = set(_hooks(probe.backend.module))  # no boot: the model as it is
         self.weights = probe.backend.weights_key()
 
     def remove_new_hooks(self) -> int:
         """Remove the foreign hooks attached since the snapshot; return how many."""
-        new = {k: v for k, v in _hooks(self.probe.model).items() if k not in self.hooks}
+        new = {k: v for k, v in _hooks(self.probe.backend.module).items() if k not in self.hooks}
         for holders, key in new.values():
             for d in holders:
                 d.pop(key, None)

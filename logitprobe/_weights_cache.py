@@ -10,6 +10,15 @@ warm load on the 2-core CI machine, see docs/guarantees.md).
 A copy that fails the check (a changed, truncated, missing or extra file, no or an
 unreadable checksum file) is rebuilt from the GGUF file by the caller, which
 warns with :class:`DamagedCacheWarning`.
+
+Hashing is skipped while no file has changed since it last matched, as git's index
+does: each verified file's inode, size, modification and status-change times go into
+a record beside the copy (``<copy>.verified.json``; the copy holds only what was
+written). Any write to a file changes its status-change time (``st_ctime_ns``), which
+no user-space call can set back, so a copy that was written to, replaced, truncated
+or restored from elsewhere is hashed again. What a stat cannot see is damage below
+the file system (a failing disk returning other bytes); ``LOGITPROBE_VERIFY_CACHE=always``
+hashes on every load.
 """
 
 from __future__ import annotations
@@ -18,12 +27,16 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
-__all__ = ["CHECKSUMS", "DamagedCacheWarning", "install", "problem", "write_checksums"]
+__all__ = ["CHECKSUMS", "DamagedCacheWarning", "VERIFIED", "install", "problem",
+           "write_checksums"]
 
 CHECKSUMS = "logitprobe-checksums.json"
+VERIFIED = "verified.json"  # beside the copy: stat signatures of its files as last hashed
+_RACY_NS = 2_000_000_000  # files changed more recently than this are hashed again
 _FORMAT = 1
 _CHUNK = 1 << 24  # 16 MiB reads: hashing runs at memory speed, not per-call overhead
 
@@ -47,6 +60,52 @@ def _sha256(path: Path) -> str:
 
 def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.name != CHECKSUMS)
+
+
+def _verified_path(directory: Path) -> Path:
+    """The stat record lives beside the copy, not in it: the copy's file list stays as written."""
+    return directory.parent / f"{directory.name}.{VERIFIED}"
+
+
+def _signature(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _signatures(present: dict[str, Path]) -> dict[str, list[int]]:
+    return {name: _signature(path) for name, path in sorted(present.items())}
+
+
+def _unchanged_since_verified(directory: Path, present: dict[str, Path]) -> bool:
+    if os.environ.get("LOGITPROBE_VERIFY_CACHE", "").strip().lower() == "always":
+        return False
+    try:
+        recorded = json.loads(_verified_path(directory).read_text("utf-8"))
+        return recorded == {"checksums": _signature(directory / CHECKSUMS),
+                            "files": _signatures(present)}
+    except (OSError, ValueError):
+        return False
+
+
+def _record_verified(directory: Path, present: dict[str, Path]) -> None:
+    """Note the files' stat signatures after they matched (best effort: a read-only cache
+    is simply hashed on every load).
+
+    Not while a file changed within the last ``_RACY_NS``: file times come from a coarse
+    clock, so a write in the same tick as the one recorded would keep every time the
+    same (git's "racily clean" entries); such a copy is hashed again next time.
+    """
+    try:
+        record = {"checksums": _signature(directory / CHECKSUMS), "files": _signatures(present)}
+        newest = max(sig[4] for sig in [record["checksums"], *record["files"].values()])
+        if time.time_ns() - newest < _RACY_NS:
+            return
+        target = _verified_path(directory)
+        tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}"
+        tmp.write_text(json.dumps(record), "utf-8")
+        os.replace(tmp, target)
+    except OSError:
+        pass
 
 
 def write_checksums(directory: Path) -> None:
@@ -90,12 +149,15 @@ def problem(directory: Path) -> str | None:
         actual = present[name].stat().st_size if present[name].is_file() else -1
         if actual != size:
             return f"{name} is {actual} bytes, expected {size}"
+    if _unchanged_since_verified(directory, present):
+        return None
     for name, (_, digest) in expected.items():
         try:
             if _sha256(present[name]) != digest:
                 return f"{name} does not match its checksum"
         except OSError as exc:
             return f"{name} cannot be read ({type(exc).__name__})"
+    _record_verified(directory, present)
     return None
 
 

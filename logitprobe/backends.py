@@ -14,11 +14,13 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from .errors import InvalidArgument
-from .engine import model_lock
+from ._boot import Boot, Deferred, PlainConfig
+from ._text import short
+from .errors import InvalidArgument, LogitProbeError
+from .engine import model_lock, share_lock
 from .engine import position_ids as _position_ids
 from .prefix import PrefixState, run_prefix, run_suffixes
-from .twin import HooksWatch, TwinCache, WeightsWatch
+from .twin import HooksWatch, NoTwin, TwinCache, WeightsWatch, same_weights, shared_copy
 
 __all__ = ["BridgeBackend", "HookedTransformerBackend", "backend_for", "own_hooks"]
 
@@ -63,29 +65,116 @@ class _Watched:
 
 
 class BridgeBackend(_Watched):
-    """A TransformerLens 4.x ``TransformerBridge``.
+    """A TransformerLens 4.x ``TransformerBridge``, booted now or when first needed.
 
     ``use_twin``: whether forwards with nothing hooked (no intervention, no hook of
     the user's) may run the plain Hugging Face model the bridge wraps
     (:mod:`logitprobe.twin`: same parameters, checked to give the bridge's logits;
     a KV-cached step is about 25% faster on CPU, a batched forward a few percent).
+
+    Deferred boot (:meth:`deferred`): ``load()`` hands over the plain Hugging Face
+    model and a :class:`~logitprobe._boot.Boot`. Unhooked forwards run that model
+    (it is what the twin would be); the bridge is booted, and TransformerLens
+    imported, only when something needs it: ``probe.model``, a hook, an intervention,
+    the lens, or a foreign hook on the plain model. Booting changes no weight, so
+    results cached before it stay valid (:meth:`weights_key` says so only after
+    checking that the twin holds exactly the tensors the plain model held).
     """
 
     kind = "bridge"
 
     def __init__(self, bridge: Any):
-        self.model = bridge
+        self._bridge = bridge
+        self._plain: torch.nn.Module | None = None  # the HF model, until the bridge is booted
+        self._boot: Boot | None = None
+        self._aliases: dict[tuple, tuple] = {}  # bridge weights key at boot -> plain key before
         self.use_twin = True
         self._twins: Any = None
-        self.cfg = bridge.cfg
-        self.vocab_size = int(bridge.cfg.d_vocab)
-        self.n_ctx = getattr(bridge.cfg, "n_ctx", None)
-        self.n_layers = int(bridge.cfg.n_layers)
+        self._set_cfg(bridge.cfg)
         self._watch(bridge)
+
+    @classmethod
+    def deferred(cls, plain: torch.nn.Module, boot: Boot) -> "BridgeBackend":
+        """A backend that runs ``plain`` until a bridge is needed, then boots one on it."""
+        self = cls.__new__(cls)
+        self._bridge, self._plain, self._boot, self._aliases = None, plain, boot, {}
+        self.use_twin = True
+        self._twins = None
+        self._set_cfg(PlainConfig.of(plain, boot.name))
+        self._watch(plain)
+        return self
+
+    def _set_cfg(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.vocab_size = int(cfg.d_vocab)
+        self.n_ctx = getattr(cfg, "n_ctx", None)
+        self.n_layers = int(cfg.n_layers)
+
+    @property
+    def booted(self) -> bool:
+        """Whether the bridge exists (``probe.model`` boots it)."""
+        return self._bridge is not None
+
+    @property
+    def model(self) -> Any:
+        """The ``TransformerBridge`` (booted on first access when deferred)."""
+        if self._bridge is None:
+            with self.lock:
+                if self._bridge is None:
+                    self._boot_now()
+        return self._bridge
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The model as it is now, without booting: the bridge, or the plain model before it."""
+        return self._bridge if self._bridge is not None else self._plain
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        """The Hugging Face model's parameters, the same before and after the boot.
+
+        The twin's when there is one (a bridge may hold extra copies, e.g. GPT-2's q/k/v),
+        else the bridge's.
+        """
+        if self._bridge is None:
+            return self._plain.parameters()
+        twin = self.twin() if self.use_twin else None
+        return (twin if twin is not None else self._bridge).parameters()
+
+    def _boot_now(self) -> None:
+        plain, before = self._plain, self._weights_watch.key()
+        try:
+            tree = shared_copy(plain)
+        except NoTwin as exc:
+            raise LogitProbeError(
+                f"cannot boot the TransformerBridge: the plain model of {short(self.cfg.model_name)} "
+                f"carries something booting would drop ({exc}); remove it first") from None
+        bridge = self._boot(tree)
+        _check_same_shape(self.cfg, bridge.cfg)
+        share_lock(plain, bridge)
+        self._bridge, self._plain = bridge, None
+        self.cfg = bridge.cfg
+        self._hooks_watch, self._weights_watch = HooksWatch(bridge), WeightsWatch(bridge)
+        self._twins = TwinCache(bridge)
+        twin = self._twins.get()
+        # The twin is the plain model's module tree again: the same tensors, unedited,
+        # mean that booting changed nothing a cached result depends on.
+        if (twin is not None and WeightsWatch(plain).key()[:3] == before[:3]
+                and same_weights(plain, twin)):
+            self._aliases = {self._weights_watch.key(): before}
+
+    def weights_key(self) -> tuple:
+        key = super().weights_key()
+        return self._aliases.get(key, key)
 
     @property
     def device(self) -> torch.device:
-        return next(iter(self.model.original_model.parameters())).device
+        module = self._plain if self._bridge is None else self._bridge.original_model
+        return next(iter(module.parameters())).device
+
+    @property
+    def original(self) -> torch.nn.Module:
+        """The Hugging Face model object (inside the bridge once booted): config, generation config."""
+        return self._plain if self._bridge is None else self._bridge.original_model
 
     def rebuild_twin(self) -> None:
         """Rebuild the plain twin before its next use (after editing weights through ``.data``)."""
@@ -98,12 +187,12 @@ class BridgeBackend(_Watched):
 
     def twin(self) -> torch.nn.Module | None:
         """The plain HF model for a forward without hooks, or None (then use the bridge)."""
-        if not self.use_twin:
+        if not self.use_twin or self.foreign_hooks():
             return None
+        if self._bridge is None:
+            return self._plain
         if self._twins is None:
-            self._twins = TwinCache(self.model)
-        if self.foreign_hooks():
-            return None
+            self._twins = TwinCache(self._bridge)
         return self._twins.get()
 
     def prefix_state(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None
@@ -167,9 +256,19 @@ class HookedTransformerBackend(_Watched):
         self.default_prepend_bos = bool(getattr(model.cfg, "default_prepend_bos", True))
         self._watch(model)
 
+    booted = True
+    original = None  # no Hugging Face model inside
+
     @property
     def device(self) -> torch.device:
         return next(iter(self.model.parameters())).device
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
+        return self.model.parameters()
 
     def forward(self, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None,
                 keep: int, hooks: list[tuple[str, Callable]]) -> torch.Tensor:
@@ -180,8 +279,21 @@ class HookedTransformerBackend(_Watched):
         return logits[:, logits.shape[1] - keep:]
 
 
+def _check_same_shape(plain: Any, booted: Any) -> None:
+    """The bridge must agree with the Hugging Face config the probe was built from."""
+    for field in ("d_vocab", "n_layers", "n_ctx"):
+        want, got = getattr(plain, field), getattr(booted, field, None)
+        if got != want:
+            raise LogitProbeError(
+                f"booting TransformerLens on {short(plain.model_name)} gave {field}={got!r}, but the "
+                f"Hugging Face config says {want!r}; load it with a booted bridge instead: "
+                "logitprobe.Probe(TransformerBridge.boot_transformers(...), tokenizer)")
+
+
 def backend_for(model: Any) -> BridgeBackend | HookedTransformerBackend:
-    """Pick the adapter for a TransformerLens model object."""
+    """Pick the adapter for a TransformerLens model object (or a deferred boot from load())."""
+    if isinstance(model, Deferred):
+        return BridgeBackend.deferred(model.plain, model.boot)
     names = {cls.__name__ for cls in type(model).__mro__}
     if "TransformerBridge" in names:
         return BridgeBackend(model)

@@ -36,7 +36,7 @@ import torch
 from ._finite import explain, find_nonfinite
 
 __all__ = ["BatchLayout", "Engine", "PaddedBatch", "Stats", "left_pad", "model_lock",
-           "position_ids"]
+           "position_ids", "share_lock"]
 
 HookList = list[tuple[str, Callable]]
 
@@ -144,6 +144,13 @@ _LOCKS: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDicti
 _LOCKS_LOCK = threading.Lock()
 
 
+def share_lock(model: Any, other: Any) -> None:
+    """Make ``other`` use ``model``'s lock (a bridge booted on a model a probe already runs)."""
+    lock = model_lock(model)
+    with _LOCKS_LOCK:
+        _LOCKS[other] = lock
+
+
 def model_lock(model: Any) -> threading.RLock:
     """The one lock of ``model``, shared by every probe (engine) built on it.
 
@@ -210,7 +217,7 @@ class Engine:
         self.stats = Stats()
         self.decode: Callable[[Sequence[int]], str] | None = None  # ids -> text, for errors
         # Held for every call and by other forwards on the same model (generation, the lens).
-        self.lock = model_lock(getattr(backend, "model", None))
+        self.lock = getattr(backend, "lock", None) or model_lock(None)
 
     # -- cache ---------------------------------------------------------------------
     def _lookup(self, key: tuple, keep: int) -> torch.Tensor | None:

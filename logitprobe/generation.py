@@ -155,7 +155,7 @@ class GenerationMixin:
         eos = getattr(self.tokenizer, "eos_token_id", None)
         if eos is not None:
             ids.add(int(eos))
-        config = getattr(getattr(self.model, "original_model", None), "generation_config", None)
+        config = getattr(self.backend.original, "generation_config", None)
         extra = getattr(config, "eos_token_id", None)
         if extra is not None:
             ids.update(int(e) for e in ([extra] if isinstance(extra, int) else extra))

@@ -80,7 +80,6 @@ class Decoder:
         # The engine's lock, held for each forward: another thread's query must not run
         # while this forward's hooks are on the shared model.
         self._lock = lock if lock is not None else contextlib.nullcontext()
-        self.model = backend.model
         self.pad_id = pad_id
         self.intervention = intervention
         self.stats = stats if stats is not None else Stats()
@@ -89,12 +88,12 @@ class Decoder:
         # cached=False re-runs every row in full each step (always so for non-bridge models).
         auto = backend.kind == "bridge" and getattr(intervention, "cache_safe", True)
         self.cached = auto if cached is None else (cached and backend.kind == "bridge")
-        self._hf = getattr(self.model, "original_model", None)
+        self._hf = backend.original  # the Hugging Face model (inside the bridge once booted)
         # transformers renamed the model's `past_key_values=` to `cache=` (5.2x);
         # pass the cache under the name this version takes (no deprecation path).
         params = inspect.signature(self._hf.forward).parameters if self.cached else {}
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self._attention = _attention_modules(self.model) if self.cached else []
+        self._attention: list | None = None  # the bridge's attention modules, on first hooked step
         self._twin: torch.nn.Module | None = None  # set by prefill when nothing is hooked
         self.rows = 0
         self.lengths: list[int] = []  # real tokens per row so far
@@ -154,8 +153,11 @@ class Decoder:
         kwargs.update(use_cache=True, **{self._cache_arg: self._cache})
         if self._twin is not None and not hooks:
             return self._twin(tokens, **kwargs).logits
-        with cache_kwarg_fix(self.model, self._attention), own_hooks(self.model, hooks):
-            return self.model(tokens, **kwargs)
+        model = self.backend.model  # boots a deferred bridge: something is hooked
+        if self._attention is None:
+            self._attention = _attention_modules(model)
+        with cache_kwarg_fix(model, self._attention), own_hooks(model, hooks):
+            return model(tokens, **kwargs)
 
     def step(self, new_tokens: torch.Tensor) -> torch.Tensor:
         """Append one token per row (``Long[Tensor, "rows"]``); return the next logits."""

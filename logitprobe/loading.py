@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from ._boot import PLACEMENT, _boot_from_hf, _bridge_class
+from ._boot import PLACEMENT, _bridge_class, defer
 from ._quiet import quiet
 from ._text import short
 from ._weights_cache import DamagedCacheWarning, install, problem, write_checksums
@@ -151,9 +151,9 @@ def load(model: str = "gpt2", *, device: Any = None, dtype: Any = None,
         return _LOADED[key]
 
     with quiet():
-        bridge, tokenizer = _boot(spec, device=device, dtype=dtype, bridge_kwargs=bridge_kwargs,
-                                  progress=progress)
-    probe = Probe(bridge, tokenizer, prepend_bos=prepend_bos, name=spec)
+        model, tokenizer = _boot(spec, device=device, dtype=dtype, bridge_kwargs=bridge_kwargs,
+                                 progress=progress)
+    probe = Probe(model, tokenizer, prepend_bos=prepend_bos, name=spec)
     if key is not None:
         _LOADED[key] = probe
     return probe
@@ -298,7 +298,7 @@ def _boot_local_dir(path: Path, spec: str, device: Any, dtype: Any, bridge_kwarg
         raise ModelUnavailableError(
             f"model={spec!r}: could not load the Hugging Face model directory {path}: "
             f"{type(exc).__name__}: {exc}") from exc
-    return _boot_from_hf(hf_model, tokenizer, spec, device, dtype, bridge_kwargs)
+    return defer(hf_model, tokenizer, spec, device, dtype, bridge_kwargs)
 
 
 def _boot_gguf(path: Path, spec: str, device: Any, dtype: Any, bridge_kwargs: dict,
@@ -306,7 +306,7 @@ def _boot_gguf(path: Path, spec: str, device: Any, dtype: Any, bridge_kwargs: di
     copy = _dequantized_copy(path, spec, progress)
     if copy is None:
         hf_model, tokenizer = _read_gguf(path, spec, dtype)
-        return _boot_from_hf(hf_model, tokenizer, path.stem, device, dtype, bridge_kwargs)
+        return defer(hf_model, tokenizer, path.stem, device, dtype, bridge_kwargs)
     try:
         return _boot_local_dir(copy, spec, device, dtype, bridge_kwargs)
     except ModelUnavailableError as exc:  # intact files transformers cannot read: rebuild once
@@ -314,7 +314,7 @@ def _boot_gguf(path: Path, spec: str, device: Any, dtype: Any, bridge_kwargs: di
     copy = _dequantized_copy(path, spec, progress, rebuild=True)
     if copy is None:
         hf_model, tokenizer = _read_gguf(path, spec, dtype)
-        return _boot_from_hf(hf_model, tokenizer, path.stem, device, dtype, bridge_kwargs)
+        return defer(hf_model, tokenizer, path.stem, device, dtype, bridge_kwargs)
     try:
         return _boot_local_dir(copy, spec, device, dtype, bridge_kwargs)
     except ModelUnavailableError as exc:
@@ -444,7 +444,7 @@ def _boot_hub(name: str, device: Any, dtype: Any, bridge_kwargs: dict) -> Any:
         except Exception as exc:  # noqa: BLE001 - collected for the message
             tried.append(f"{candidate!r} in the local Hugging Face cache: {type(exc).__name__}")
             continue
-        return _boot_from_hf(hf_model, tokenizer, candidate, device, dtype, bridge_kwargs)
+        return defer(hf_model, tokenizer, candidate, device, dtype, bridge_kwargs)
     raise ModelUnavailableError(
         f"model={name!r} cannot be loaded: {why}, and it is not in the local Hugging Face "
         f"cache (tried {'; '.join(tried)}). " + OFFLINE_ALTERNATIVES)

@@ -7,7 +7,7 @@ from typing import Any, Sequence, Union, overload
 
 import torch
 
-from ._boot import _boot_from_hf
+from ._boot import Deferred, defer
 from ._text import short
 from ._validate import position as _position
 from ._validate import prompt_list as _prompt_list
@@ -49,8 +49,9 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         if _is_hf_model(model):
             model = _boot_copy(model, tokenizer)
         self.backend = backend_for(model)
-        self.model = model
-        self.tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+        if tokenizer is None and not isinstance(model, Deferred):
+            tokenizer = getattr(model, "tokenizer", None)
+        self.tokenizer = tokenizer
         if self.tokenizer is None:
             raise InvalidArgument("tokenizer=None: this model carries no tokenizer; pass one, "
                                   "e.g. Probe(model, tokenizer=AutoTokenizer.from_pretrained(...))")
@@ -74,7 +75,10 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         The engine's lock and the ``intervene`` scope belong to one model and cannot be
         copied, so the copy is rebuilt rather than cloned field by field.
         """
-        copied = Probe(copy.deepcopy(self.model, memo), self.tokenizer,
+        backend = self.backend
+        model = (copy.deepcopy(backend.model, memo) if backend.booted
+                 else Deferred(copy.deepcopy(backend.module, memo), backend._boot))
+        copied = Probe(model, self.tokenizer,
                        prepend_bos=self.vocab.prepend_bos, name=self.name,
                        cache_bytes=self.engine.cache_bytes,
                        max_batch_tokens=self.engine.max_batch_tokens,
@@ -83,6 +87,16 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         return copied
 
     # -- facts -----------------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        """The TransformerLens model: a ``TransformerBridge`` (or a 3.x ``HookedTransformer``).
+
+        A probe from :func:`logitprobe.load` boots the bridge on first use of this
+        attribute, of a hook, an intervention or the lens; queries without any run the
+        plain Hugging Face model it wraps (the same logits) and never need it.
+        """
+        return self.backend.model
+
     @property
     def max_call_bytes(self) -> int:
         """The most memory one ``sample``/``generate`` call may need (estimated before it runs).
@@ -318,12 +332,12 @@ def _is_hf_model(model: Any) -> bool:
 
 
 def _boot_copy(hf_model: Any, tokenizer: Any) -> Any:
-    """Boot a bridge on a deep copy: booting changes the model it is given."""
+    """A deferred boot on a deep copy: booting changes the model it is given."""
     if tokenizer is None:
         raise InvalidArgument("tokenizer=None: wrapping a Hugging Face model needs its "
                               "tokenizer: Probe(hf_model, tokenizer=tokenizer)")
     device = next(iter(hf_model.parameters())).device
     dtype = next(iter(hf_model.parameters())).dtype
     name = getattr(hf_model.config, "_name_or_path", None) or type(hf_model).__name__
-    bridge, _ = _boot_from_hf(copy.deepcopy(hf_model).eval(), tokenizer, name, device, dtype, {})
-    return bridge
+    deferred, _ = defer(copy.deepcopy(hf_model).eval(), tokenizer, name, device, dtype, {})
+    return deferred

@@ -157,11 +157,11 @@ def probe(request: pytest.FixtureRequest):
     state = request.config.stash[STATE]
     key = state.key_for(request.node.get_closest_marker("logitprobe"))
     loaded = state.get(key)
-    before = _hook_count(loaded.model)
+    before = _hook_count(loaded.backend.module)  # a deferred bridge stays unbooted
     snapshot = Snapshot(loaded)
     yield loaded
     name = request.node.name
-    left = _hook_count(loaded.model) - before
+    left = _hook_count(loaded.backend.module) - before
     if left > 0:
         loaded.model.reset_hooks(including_permanent=False)
         loaded.clear_cache()

@@ -27,7 +27,8 @@ import torch
 
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["HooksWatch", "TwinCache", "WeightsWatch", "hooks_attached", "plain_twin"]
+__all__ = ["HooksWatch", "NoTwin", "TwinCache", "WeightsWatch", "hooks_attached", "plain_twin",
+           "same_weights", "shared_copy"]
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
                "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
@@ -75,6 +76,47 @@ def _unwrap(module: torch.nn.Module, component: type, memo: dict[int, torch.nn.M
     clone._modules = {name: None if child is None else _unwrap(child, component, memo)
                       for name, child in module._modules.items()}
     return clone
+
+
+class _Nothing:
+    """No module is one: :func:`_unwrap` with it copies a plain tree and unwraps nothing."""
+
+
+def shared_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A new module tree over the same parameters and buffers, without hooks.
+
+    A deferred bridge boots on this copy (booting rewires the tree it is given), so
+    the plain model a probe ran before the boot stays plain. Raises :class:`NoTwin`
+    when a module carries a hook or a patched forward the copy would lose.
+    """
+    return _unwrap(model, _Nothing, {})
+
+
+def same_weights(plain: torch.nn.Module, twin: torch.nn.Module) -> bool:
+    """Whether ``twin`` (rebuilt from a bridge booted on a copy of ``plain``) computes with
+    exactly ``plain``'s tensors.
+
+    Module by module, every parameter and buffer must be the same tensor object, except
+    a zero bias where ``plain`` had none (TransformerLens gives GPT-2's unembedding
+    one): adding zeros changes no logit. Anything else (a copy, another value, a
+    changed structure) answers False.
+    """
+    pairs = list(zip(plain.modules(), twin.modules()))
+    if len(pairs) != sum(1 for _ in plain.modules()) or len(pairs) != sum(1 for _ in twin.modules()):
+        return False
+    for a, b in pairs:
+        if type(a) is not type(b):
+            return False
+        for slots in ("_parameters", "_buffers"):
+            mine, theirs = getattr(a, slots), getattr(b, slots)
+            for name in set(mine) | set(theirs):
+                t0, t1 = mine.get(name), theirs.get(name)
+                if t0 is t1:
+                    continue
+                if not (t0 is None and name == "bias" and t1 is not None
+                        and not bool(t1.detach().any())):
+                    return False
+    return True
 
 
 def _slots(model: Any) -> list[tuple[dict, str]]:

@@ -153,6 +153,9 @@ def test_weight_edits_invalidate_the_cache(own, hf_pair, how):
 
 
 def test_clear_cache_rebuilds_the_twin(own):
+    # Before the bridge is booted the "twin" is the plain model itself: nothing to rebuild.
+    assert not own.backend.booted and own.backend.twin() is own.backend.module
+    own.model  # boot: now the twin is a rebuilt tree of the bridge's modules
     first = own.backend.twin()
     own.clear_cache()
     assert own.backend.twin() is not first

@@ -19,7 +19,9 @@ def private_tiny(tiny_gpt2_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     hf = AutoModelForCausalLM.from_pretrained(str(tiny_gpt2_dir)).eval()
-    return logitprobe.Probe(hf, AutoTokenizer.from_pretrained(str(tiny_gpt2_dir)))
+    probe = logitprobe.Probe(hf, AutoTokenizer.from_pretrained(str(tiny_gpt2_dir)))
+    probe.model  # boot the bridge: the twin is the plain model inside it
+    return probe
 
 
 def decoder_for(probe, **kwargs) -> Decoder:
@@ -32,6 +34,7 @@ def decoder_for(probe, **kwargs) -> Decoder:
 def test_twin_shares_the_weights_and_computes_the_hf_logits(name, request):
     probe = request.getfixturevalue(name)
     reference, _ = request.getfixturevalue(f"{name}_hf")
+    probe.model  # boot the bridge (deferred by load()): the twin is rebuilt from it
     twin = probe.backend.twin()
     assert twin is not None and type(twin) is type(probe.model.original_model)
     bridge_storage = {p.data_ptr() for p in probe.model.parameters()}

@@ -7,6 +7,7 @@ Every test here writes to its own LOGITPROBE_CACHE_DIR (never the shared cache).
 """
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -246,3 +247,53 @@ def test_copies_from_before_checksums_are_not_read(fake_gguf, monkeypatch):
     assert loading.dequantized_dir(fake_gguf) != legacy
     assert _weights_cache.problem(loading.dequantized_dir(fake_gguf)) is None
     assert len(fake_gguf.reads) == 1
+
+
+def _count_hashes(monkeypatch) -> list:
+    hashed: list = []
+    real = _weights_cache._sha256
+    monkeypatch.setattr(_weights_cache, "_sha256", lambda p: hashed.append(p.name) or real(p))
+    return hashed
+
+
+def test_an_unchanged_copy_is_not_hashed_again_and_any_write_is_seen(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.delenv("LOGITPROBE_VERIFY_CACHE", raising=False)
+    monkeypatch.setattr(_weights_cache, "_RACY_NS", 50_000_000)  # 50 ms instead of 2 s
+    directory = tmp_path / "copy"
+    directory.mkdir()
+    (directory / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    (directory / "config.json").write_text("{}")
+    _weights_cache.write_checksums(directory)
+    time.sleep(0.2)  # older than the racy window: the record is kept
+    hashed = _count_hashes(monkeypatch)
+    assert _weights_cache.problem(directory) is None and len(hashed) == 2
+    assert (tmp_path / "copy.verified.json").is_file()
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [CHECKSUMS, "config.json", "model.safetensors"])  # the copy holds only what was written
+    assert _weights_cache.problem(directory) is None and len(hashed) == 2  # a stat, no hash
+    monkeypatch.setenv("LOGITPROBE_VERIFY_CACHE", "always")
+    assert _weights_cache.problem(directory) is None and len(hashed) == 4
+    monkeypatch.delenv("LOGITPROBE_VERIFY_CACHE")
+    # Same size, same modification time put back: the status-change time still moves.
+    path = directory / "model.safetensors"
+    stat = path.stat()
+    time.sleep(0.05)
+    _overwrite(path, 1000, b"\x00")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert _weights_cache.problem(directory) == "model.safetensors does not match its checksum"
+
+
+def test_a_copy_written_just_now_is_hashed_on_every_check(tmp_path, monkeypatch):
+    # Within the racy window a later write could keep every file time: no record is kept.
+    monkeypatch.delenv("LOGITPROBE_VERIFY_CACHE", raising=False)
+    directory = tmp_path / "copy"
+    directory.mkdir()
+    (directory / "model.safetensors").write_bytes(b"abc" * 100)
+    _weights_cache.write_checksums(directory)
+    hashed = _count_hashes(monkeypatch)
+    assert _weights_cache.problem(directory) is None
+    _overwrite(directory / "model.safetensors", 0, b"x")  # at once: maybe the same clock tick
+    assert _weights_cache.problem(directory) == "model.safetensors does not match its checksum"
+    assert len(hashed) == 2 and not (tmp_path / "copy.verified.json").exists()
