@@ -84,10 +84,11 @@ class Selection(NamedTuple):
 class Plan(Generic[S]):
     """One validated spec, ready to edit tensors. ``fired`` counts forwards it changed.
 
-    A subclass per spec kind, registered by ``class _X(Plan[X], spec=X)``. For
-    every spec :func:`compile_specs` calls ``check_shape`` (activation edits) and
-    ``check``, which run no forward; only when every spec passed does it call
-    ``build``, which may run forwards and returns the complete plan.
+    One subclass per spec kind, registered by ``class _X(ActivationPlan[X], spec=X)``
+    (or :class:`LogitPlan`). For every spec :func:`compile_specs` calls
+    ``check_shape`` (activation edits) and ``check``, which run no forward; only
+    when every spec passed does it call ``build``, which may run forwards and
+    returns the complete plan.
     """
 
     def __init_subclass__(cls, spec: type[Spec] | None = None, **kwargs: Any) -> None:
@@ -277,7 +278,7 @@ class ActivationPlan(Plan[S]):
     """An edit of the activation at the spec's hook; x is laid out as ``site.info`` says."""
 
     def selection(self, x: torch.Tensor, where: Selection) -> torch.Tensor:
-        """``where.mask`` (B, L) spread over ``x``'s axes, narrowed to the spec's heads / neurons."""
+        """``where.mask`` (B, L) spread over ``x``'s axes and cut to the spec's heads, neurons."""
         shape = [1] * x.ndim
         shape[0], shape[self.site.pos_axis] = where.mask.shape
         sel = where.mask.view(shape)
