@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from ..errors import InvalidArgument, PromptError, TokenError
-from .specs import MeanAblate, Patch, Spec, Steer
+from .specs import Spec
 
 if TYPE_CHECKING:
     from ..probe import Probe
@@ -132,9 +132,8 @@ def _layout(probe: Probe, name: str, x: torch.Tensor) -> HookInfo:
     return HookInfo(name, shape, pos_axis, head_axis, key_axis, x.is_floating_point())
 
 
-def check_shape(spec: Spec, info: HookInfo | None) -> None:
+def check_shape(spec: Spec, info: HookInfo) -> None:
     """Head / neuron ranges and activation kinds that ``spec`` needs at its hook."""
-    assert info is not None
     where = label(spec)
     if not info.floating:
         raise InvalidArgument(f"{where}: {info.name!r} carries token ids, not activations; "
@@ -160,11 +159,6 @@ def check_shape(spec: Spec, info: HookInfo | None) -> None:
         if bad:
             raise InvalidArgument(f"{where}: neurons={list(neurons)!r}: neuron {bad[0]} is out of "
                                   f"range; {info.name!r} has {n} (0 to {n - 1})")
-    if isinstance(spec, (MeanAblate, Steer, Patch)) and (info.key_axis or info.pos_axis != 1):
-        raise InvalidArgument(f"{where}: {info.name!r} has shape {info.describe()}; its key axis "
-                              "changes size with the prompt, so it has no fixed reference "
-                              f"activation. Use ZeroAblate or Scale there, or a hook such as "
-                              "'blocks.0.attn.hook_z'")
 
 
 def check_token(probe: Probe, spec: Spec, token: Any, name: str) -> int:

@@ -6,6 +6,11 @@ activations some specs need, so a spec that fails validation applies nothing.
 The result, :class:`Interventions`, implements the engine's protocol: a ``key``
 (part of every cache key) and ``hooks(layout)``, called once per forward.
 
+Each spec kind has one :class:`Plan` subclass, registered with the spec it
+compiles (``class _Scale(ActivationPlan[Scale], spec=Scale)``), that checks the
+spec against the model, builds itself complete and edits tensors. The compiler
+knows no spec kind: a new kind is its spec, its plan and its docs.
+
 Positions are mapped through the :class:`~logitprobe.engine.BatchLayout`: rows
 are left-padded, and a tensor with ``L`` positions holds each row's last ``L``
 columns (``L`` is the padded length, the ``keep`` positions at the unembedding,
@@ -18,75 +23,268 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Sequence, TypeVar
 
 import torch
 
+from .._text import short
 from ..errors import InterventionNotFired, InvalidArgument, LogitProbeError
-from .checks import (HookInfo, activations, check_hook, check_prompt, check_token, hook_info,
-                     check_shape)
+from .checks import (HookInfo, activations, check_hook, check_prompt, check_shape, check_token,
+                     hook_info, label)
 from .grammar import Expression
 from .specs import (LOGITS_HOOK, AddLogit, BanTokens, Match, MeanAblate, Patch, Scale, ScaleLogit,
-                    SetLogit, Spec, Steer, ZeroAblate, is_stable)
+                    SetLogit, Spec, Steer, TokenLogitEdit, ZeroAblate, is_stable)
 
 if TYPE_CHECKING:
     from ..probe import Probe
 
-__all__ = ["InterventionNotFired", "Interventions", "compile_specs"]
+__all__ = ["ActivationPlan", "InterventionNotFired", "Interventions", "LogitPlan", "Plan",
+           "Selection", "Site", "compile_specs", "plan_type"]
 
 TOKENS_HOOK = "embed.hook_in"  # input ids of the forward, for token-match positions
 # Hooks whose edits reach no other position: editing them at 'last' is the same with a KV cache.
 _TERMINAL_PREFIXES = ("unembed.", "ln_final.", "hook_unembed")
 
+S = TypeVar("S", bound=Spec)
+_PLANS: dict[type[Spec], type[Plan[Any]]] = {}  # spec class -> its plan, filled by Plan subclasses
 
-class _Plan:
-    """One validated spec, ready to edit tensors. ``fired`` counts forwards it changed."""
 
-    def __init__(self, spec: Spec, hook: str, info: HookInfo | None):
-        self.spec = spec
-        self.hook = hook
-        self.info = info
-        self.positions = spec.positions  # type: ignore[attr-defined]
-        self.match_id: int | None = None
-        self.stable = spec.is_logit_edit or is_stable(self.positions) or hook.startswith(
-            _TERMINAL_PREFIXES)
-        self.fired = 0
+@dataclass(frozen=True)
+class Site:
+    """Where a plan edits: its hook, the hook's activation layout (None at the logits) and
+    the token id that token-match positions select (None without a token match)."""
+
+    hook: str
+    info: HookInfo | None
+    match_id: int | None = None
 
     @property
     def pos_axis(self) -> int:
         return self.info.pos_axis if self.info is not None else 1
 
+    @property
+    def layout(self) -> HookInfo:
+        """The activation's layout; only activation edits have one."""
+        if self.info is None:
+            raise LogitProbeError(f"{self.hook!r} holds the logits, not an activation with a "
+                                  "layout")
+        return self.info
+
+
+class Selection(NamedTuple):
+    """The positions one forward's tensor selects for a plan; every field is (B, L) or (B, 1)."""
+
+    mask: torch.Tensor  # (B, L) the positions to edit; padding is never set
+    from_end: torch.Tensor  # (B, L) selected counting from the end ('last', negative indices)
+    absolute: torch.Tensor  # (B, L) each column's absolute position (negative: padding)
+    lengths: torch.Tensor  # (B, 1) each row's length
+
+
+class Plan(Generic[S]):
+    """One validated spec, ready to edit tensors. ``fired`` counts forwards it changed.
+
+    One subclass per spec kind, registered by ``class _X(ActivationPlan[X], spec=X)``
+    (or :class:`LogitPlan`). For every spec :func:`compile_specs` calls
+    ``check_shape`` (activation edits) and ``check``, which run no forward; only
+    when every spec passed does it call ``build``, which may run forwards and
+    returns the complete plan.
+    """
+
+    def __init_subclass__(cls, spec: type[Spec] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if spec is not None:
+            if spec in _PLANS:
+                raise TypeError(f"{spec.__name__} specs already compile to "
+                                f"{_PLANS[spec].__qualname__}; give each spec kind one plan")
+            _PLANS[spec] = cls
+
+    def __init__(self, spec: S, site: Site) -> None:
+        self.spec = spec
+        self.site = site
+        self.fired = 0
+
+    @classmethod
+    def check_shape(cls, spec: S, info: HookInfo) -> None:
+        """Check what ``spec`` needs of the activation at its hook (activation edits only)."""
+        check_shape(spec, info)
+
+    @classmethod
+    def check(cls, probe: Probe, spec: S, site: Site) -> None:
+        """Check ``spec``'s tokens, prompts and values against the model; runs no forward."""
+
+    @classmethod
+    def build(cls, probe: Probe, spec: S, site: Site) -> Plan[S]:
+        """The complete plan of a checked ``spec``; may run forwards (reference activations)."""
+        return cls(spec, site)
+
+    @property
+    def stable(self) -> bool:
+        """Whether a KV cache keeps exactly the edits a full forward makes (see ``cache_safe``)."""
+        return is_stable(self.spec.positions) or self.site.hook.startswith(_TERMINAL_PREFIXES)
+
     def apply(self, x: torch.Tensor, layout: Any, tokens: torch.Tensor | None) -> torch.Tensor:
         if x.shape[0] != len(layout.lengths):
-            raise LogitProbeError(f"{self.spec!r}: hook {self.hook!r} saw a batch of {x.shape[0]} "
-                                  f"rows in a forward of {len(layout.lengths)}")
-        L = x.shape[self.pos_axis]
+            raise LogitProbeError(f"{self.spec!r}: hook {self.site.hook!r} saw a batch of "
+                                  f"{x.shape[0]} rows in a forward of {len(layout.lengths)}")
+        L = x.shape[self.site.pos_axis]
         lengths = torch.tensor(layout.lengths, device=x.device)[:, None]  # (B, 1)
         absolute = lengths - L + torch.arange(L, device=x.device)[None]  # (B, L)
-        mask, from_end = _select(self.positions, absolute, lengths, tokens, self.match_id,
-                                 layout.seq_len)
-        mask = self.narrow(mask, from_end, absolute, lengths)
-        if not bool(mask.any()):
+        where = self.narrow(_select(self.spec.positions, absolute, lengths, tokens,
+                                    self.site.match_id, layout.seq_len))
+        if not bool(where.mask.any()):
             return x
         self.fired += 1
-        return self.edit(x, mask)
+        return self.edit(x, where)
 
-    def narrow(self, mask: torch.Tensor, from_end: torch.Tensor, absolute: torch.Tensor,
-               lengths: torch.Tensor) -> torch.Tensor:
-        return mask
+    def narrow(self, where: Selection) -> Selection:
+        """``where`` with fewer positions selected, for plans that cannot edit them all."""
+        return where
 
-    def edit(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """A new tensor like ``x``, edited where ``mask`` (B, L) is set; ``x`` is not modified."""
+    def edit(self, x: torch.Tensor, where: Selection) -> torch.Tensor:
+        """A new tensor like ``x``, edited where ``where.mask`` is set; ``x`` is not modified."""
         raise NotImplementedError
 
-    def _selection(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``mask`` (B, L) spread over ``x``'s axes, narrowed to the spec's heads / neurons."""
+
+def plan_type(spec: Spec) -> type[Plan[Any]]:
+    """The plan class registered for ``spec``'s class."""
+    kind = _PLANS.get(type(spec))
+    if kind is None:
+        name = type(spec).__name__
+        raise LogitProbeError(f"{short(spec, 80)}: no plan compiles {name} specs; define one "
+                              f"with `class _{name}(ActivationPlan[{name}], spec={name})` (or "
+                              "LogitPlan) and an `edit` method; see docs/architecture.md")
+    return kind
+
+
+def _select(positions: Any, absolute: torch.Tensor, lengths: torch.Tensor,
+            tokens: torch.Tensor | None, match_id: int | None, seq_len: int) -> Selection:
+    """The selected positions (and those selected from the end); padding is never selected."""
+    real = absolute >= 0
+    from_end = torch.zeros_like(real)
+    if positions == "all":
+        return Selection(real, from_end, absolute, lengths)
+    if positions == "last":
+        mask = absolute == lengths - 1
+        return Selection(mask, mask, absolute, lengths)
+    if isinstance(positions, Match):
+        if tokens is None:
+            raise LogitProbeError(f"token-match positions need the input ids from {TOKENS_HOOK!r},"
+                                  " which did not fire before this hook")
+        mask = real & (tokens[:, seq_len - absolute.shape[1]:] == match_id)
+        return Selection(mask, from_end, absolute, lengths)
+    mask = torch.zeros_like(real)
+    for k in positions:
+        hit = absolute == (k if k >= 0 else lengths + k)
+        mask |= hit
+        if k < 0:
+            from_end |= hit
+    return Selection(mask & real, from_end & real, absolute, lengths)
+
+
+# -- logit edits: x is (B, L, vocab) ---------------------------------------------------
+class LogitPlan(Plan[S]):
+    """An edit of the logits (``unembed.hook_out``): the same with or without a KV cache."""
+
+    @property
+    def stable(self) -> bool:
+        return True
+
+    @classmethod
+    def check(cls, probe: Probe, spec: S, site: Site) -> None:
+        cls.build(probe, spec, site)  # it runs no forward: resolving the tokens is the check
+
+
+T = TypeVar("T", bound=TokenLogitEdit)
+
+
+class _OneLogit(LogitPlan[T]):
+    """One token's logit, combined with a number or an expression of the row (``"max+10"``)."""
+
+    def __init__(self, spec: T, site: Site, token_id: int, value: float | Expression) -> None:
+        super().__init__(spec, site)
+        self.token_id = token_id
+        self.value = value
+
+    @classmethod
+    def operand(cls, spec: T) -> float | str:
+        """The spec's number (or expression) that the logit is combined with."""
+        raise NotImplementedError
+
+    @classmethod
+    def build(cls, probe: Probe, spec: T, site: Site) -> _OneLogit[T]:
+        value = cls.operand(spec)
+        return cls(spec, site, check_token(probe, spec, spec.token, "token"),
+                   Expression(value, name="to") if isinstance(value, str) else value)
+
+    def edit(self, x, where):
+        cur = x[..., self.token_id]  # (B, L)
+        value = (self.value(x, cur) if isinstance(self.value, Expression)
+                 else torch.full_like(cur, self.value))
+        out = x.clone()
+        out[..., self.token_id] = torch.where(where.mask, self.combine(cur, value), cur)
+        return out
+
+    def combine(self, cur: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _SetLogit(_OneLogit[SetLogit], spec=SetLogit):
+    @classmethod
+    def operand(cls, spec):
+        return spec.to
+
+    def combine(self, cur, value):
+        return value
+
+
+class _AddLogit(_OneLogit[AddLogit], spec=AddLogit):
+    @classmethod
+    def operand(cls, spec):
+        return spec.amount
+
+    def combine(self, cur, value):
+        return cur + value
+
+
+class _ScaleLogit(_OneLogit[ScaleLogit], spec=ScaleLogit):
+    @classmethod
+    def operand(cls, spec):
+        return spec.factor
+
+    def combine(self, cur, value):
+        return cur * value
+
+
+class _BanTokens(LogitPlan[BanTokens], spec=BanTokens):
+    def __init__(self, spec: BanTokens, site: Site, token_ids: tuple[int, ...]) -> None:
+        super().__init__(spec, site)
+        self.token_ids = token_ids
+
+    @classmethod
+    def build(cls, probe, spec, site):
+        return cls(spec, site, tuple(check_token(probe, spec, t, f"tokens[{i}]")
+                                     for i, t in enumerate(spec.tokens)))
+
+    def edit(self, x, where):
+        ids = list(self.token_ids)
+        out = x.clone()
+        out[..., ids] = out[..., ids].masked_fill(where.mask[..., None], float("-inf"))
+        return out
+
+
+# -- activation edits ------------------------------------------------------------------
+class ActivationPlan(Plan[S]):
+    """An edit of the activation at the spec's hook; x is laid out as ``site.info`` says."""
+
+    def selection(self, x: torch.Tensor, where: Selection) -> torch.Tensor:
+        """``where.mask`` (B, L) spread over ``x``'s axes and cut to the spec's heads, neurons."""
         shape = [1] * x.ndim
-        shape[0], shape[self.pos_axis] = mask.shape
-        sel = mask.view(shape)
+        shape[0], shape[self.site.pos_axis] = where.mask.shape
+        sel = where.mask.view(shape)
         heads = getattr(self.spec, "heads", None)
-        if heads is not None:
-            axis = self.info.head_axis  # type: ignore[union-attr]
+        axis = self.site.layout.head_axis
+        if heads is not None and axis is not None:  # check_shape: heads imply a head axis
             hm = torch.zeros(x.shape[axis], dtype=torch.bool, device=x.device)
             hm[list(heads)] = True
             hshape = [1] * x.ndim
@@ -100,109 +298,119 @@ class _Plan:
         return sel
 
 
-def _select(positions: Any, absolute: torch.Tensor, lengths: torch.Tensor,
-            tokens: torch.Tensor | None, match_id: int | None,
-            seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(selected, selected-from-the-end) masks, both (B, L); padding is never selected."""
-    real = absolute >= 0
-    from_end = torch.zeros_like(real)
-    if positions == "all":
-        return real, from_end
-    if positions == "last":
-        mask = absolute == lengths - 1
-        return mask, mask
-    if isinstance(positions, Match):
-        if tokens is None:
-            raise LogitProbeError(f"token-match positions need the input ids from {TOKENS_HOOK!r},"
-                                  " which did not fire before this hook")
-        return real & (tokens[:, seq_len - absolute.shape[1]:] == match_id), from_end
-    mask = torch.zeros_like(real)
-    for k in positions:
-        hit = absolute == (k if k >= 0 else lengths + k)
-        mask |= hit
-        if k < 0:
-            from_end |= hit
-    return mask & real, from_end & real
+class _ZeroAblate(ActivationPlan[ZeroAblate], spec=ZeroAblate):
+    def edit(self, x, where):
+        return x.masked_fill(self.selection(x, where), 0)
 
 
-# -- logit edits: x is (B, L, vocab) ---------------------------------------------------
-class _SetLogit(_Plan):
-    token_id: int
-    expr: Expression | None = None  # an expression of the row's logits, e.g. "max+10"
-    constant: Any = None  # or a number
-
-    def edit(self, x, mask):
-        cur = x[..., self.token_id]  # (B, L)
-        value = self.expr(x, cur) if self.expr is not None else torch.full_like(cur, self.constant)
-        out = x.clone()
-        out[..., self.token_id] = torch.where(mask, self.combine(cur, value), cur)
-        return out
-
-    def combine(self, cur: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        return value
+class _Scale(ActivationPlan[Scale], spec=Scale):
+    def edit(self, x, where):
+        return torch.where(self.selection(x, where), x * self.spec.factor, x)
 
 
-class _AddLogit(_SetLogit):
-    def combine(self, cur, value):
-        return cur + value
+class _Reference(ActivationPlan[S]):
+    """A plan that needs the activation of other prompts, so one of a fixed shape."""
+
+    @classmethod
+    def check_shape(cls, spec, info):
+        super().check_shape(spec, info)
+        if info.key_axis or info.pos_axis != 1:
+            raise InvalidArgument(f"{label(spec)}: {info.name!r} has shape {info.describe()}; its "
+                                  "key axis changes size with the prompt, so it has no fixed "
+                                  "reference activation. Use ZeroAblate or Scale there, or a hook "
+                                  "such as 'blocks.0.attn.hook_z'")
 
 
-class _ScaleLogit(_SetLogit):
-    def combine(self, cur, value):
-        return cur * value
-
-
-class _BanTokens(_Plan):
-    token_ids: tuple[int, ...]
-
-    def edit(self, x, mask):
-        ids = list(self.token_ids)
-        out = x.clone()
-        out[..., ids] = out[..., ids].masked_fill(mask[..., None], float("-inf"))
-        return out
-
-
-# -- activation edits ------------------------------------------------------------------
-class _ZeroAblate(_Plan):
-    def edit(self, x, mask):
-        return x.masked_fill(self._selection(x, mask), 0)
-
-
-class _Scale(_Plan):
-    def edit(self, x, mask):
-        return torch.where(self._selection(x, mask), x * self.spec.factor, x)  # type: ignore
-
-
-class _Replace(_Plan):
-    """MeanAblate (replace by ``value``) and Steer (add ``value``); ``value`` is (*features)."""
+class _Replace(_Reference[S]):
+    """Replace the activation by ``value`` (or add it); ``value`` is (*features)."""
 
     add = False
-    value: torch.Tensor
 
-    def edit(self, x, mask):
+    def __init__(self, spec: S, site: Site, value: torch.Tensor) -> None:
+        super().__init__(spec, site)
+        self.value = value
+
+    def edit(self, x, where):
         v = self.value.to(x.device, x.dtype).view(1, 1, *self.value.shape)
-        return torch.where(self._selection(x, mask), x + v if self.add else v, x)
+        return torch.where(self.selection(x, where), x + v if self.add else v, x)
 
 
-class _Patch(_Plan):
-    source: torch.Tensor  # (source_len, *features)
-    _index: torch.Tensor
+class _MeanAblate(_Replace[MeanAblate], spec=MeanAblate):
+    @classmethod
+    def check(cls, probe, spec, site):
+        for i, p in enumerate(spec.reference):
+            check_prompt(probe, spec, p, f"reference[{i}]")
 
-    def narrow(self, mask, from_end, absolute, lengths):
-        n_src = self.source.shape[0]
+    @classmethod
+    def build(cls, probe, spec, site):
+        acts = [activations(probe, p, site.hook) for p in spec.reference]  # each (L_i, *f)
+        return cls(spec, site, torch.cat(acts, dim=0).mean(dim=0))
+
+
+class _Steer(_Replace[Steer], spec=Steer):
+    add = True
+
+    @staticmethod
+    def prompts(spec: Steer) -> dict[str, str]:
+        """The prompts the vector is built from, by argument ({} when ``vector`` is given)."""
+        pair = {"positive": spec.positive, "negative": spec.negative}
+        return {name: p for name, p in pair.items() if p is not None}
+
+    @classmethod
+    def check(cls, probe, spec, site):
+        if spec.vector is not None:
+            info = site.layout
+            width = math.prod(info.features)
+            if len(spec.vector) != width:
+                raise InvalidArgument(
+                    f"Steer(hook={spec.hook!r}): vector has {len(spec.vector)} values but the "
+                    f"activation at {spec.hook!r} has {width} features "
+                    f"({'x'.join(map(str, info.features))}); give {width} values or build the "
+                    "vector from two prompts with positive=... and negative=...")
+        for name, prompt in cls.prompts(spec).items():
+            check_prompt(probe, spec, prompt, name)
+
+    @classmethod
+    def build(cls, probe, spec, site):
+        if spec.vector is not None:
+            vec = torch.tensor(spec.vector, dtype=torch.float32).view(site.layout.features)
+        else:
+            # The difference of the two prompts' activations at their last tokens.
+            prompts = cls.prompts(spec)
+            vec = (activations(probe, prompts["positive"], site.hook)[-1]
+                   - activations(probe, prompts["negative"], site.hook)[-1])
+        return cls(spec, site, spec.coefficient * vec)
+
+
+class _Patch(_Reference[Patch], spec=Patch):
+    def __init__(self, spec: Patch, site: Site, source: torch.Tensor) -> None:
+        super().__init__(spec, site)
+        self.source = source  # (source_len, *features)
+
+    @classmethod
+    def check(cls, probe, spec, site):
+        check_prompt(probe, spec, spec.source, "source")
+
+    @classmethod
+    def build(cls, probe, spec, site):
+        return cls(spec, site, activations(probe, spec.source, site.hook))
+
+    def index(self, where: Selection) -> torch.Tensor:
+        """(B, L) the source position each column copies; out of range: none."""
         # 'last' and negative indices align the two prompts at their ends, the rest at 0.
-        self._index = torch.where(from_end, absolute - lengths + n_src, absolute)
-        return mask & (self._index >= 0) & (self._index < n_src)
-
-    def edit(self, x, mask):
         n_src = self.source.shape[0]
-        patched = self.source.to(x.device, x.dtype)[self._index.clamp(0, n_src - 1)]  # (B, L, *f)
-        return torch.where(self._selection(x, mask), patched, x)
+        return torch.where(where.from_end, where.absolute - where.lengths + n_src, where.absolute)
 
+    def narrow(self, where):
+        index = self.index(where)
+        return where._replace(mask=where.mask & (index >= 0) & (index < self.source.shape[0]))
 
-_PLANS = {SetLogit: _SetLogit, AddLogit: _AddLogit, ScaleLogit: _ScaleLogit,
-          BanTokens: _BanTokens, ZeroAblate: _ZeroAblate, Scale: _Scale, MeanAblate: _Replace,
-          Steer: _Replace, Patch: _Patch}
+    def edit(self, x, where):
+        n_src = self.source.shape[0]
+        index = self.index(where).clamp(0, n_src - 1)
+        patched = self.source.to(x.device, x.dtype)[index]  # (B, L, *f)
+        return torch.where(self.selection(x, where), patched, x)
+
 
 
 # -- the compiled intervention ---------------------------------------------------------
@@ -214,12 +422,12 @@ class Interventions:
     forwards in which spec ``i`` changed something since this object was made.
     """
 
-    def __init__(self, plans: Sequence[_Plan]):
+    def __init__(self, plans: Sequence[Plan[Any]]):
         self.plans = tuple(plans)
         self._start = tuple(p.fired for p in self.plans)
         text = json.dumps([p.spec.to_dict() for p in self.plans], sort_keys=True)
         self.key = ("interventions", hashlib.sha256(text.encode()).hexdigest())
-        self._needs_tokens = any(isinstance(p.positions, Match) for p in self.plans)
+        self._needs_tokens = any(p.site.match_id is not None for p in self.plans)
 
     @property
     def specs(self) -> tuple[Spec, ...]:
@@ -259,7 +467,7 @@ class Interventions:
         for plan in self.plans:
             last: list[Any] = [None]
 
-            def fn(x: torch.Tensor, hook: Any = None, _plan: _Plan = plan,
+            def fn(x: torch.Tensor, hook: Any = None, _plan: Plan[Any] = plan,
                    _last: list = last) -> torch.Tensor:
                 # A bridge in compatibility mode calls a hook once per alias of its hook
                 # point, passing our own output back in: apply each edit once.
@@ -267,7 +475,7 @@ class Interventions:
                     return x
                 _last[0] = _plan.apply(x, layout, state.get("tokens"))
                 return _last[0]
-            hooks.append((plan.hook, fn))
+            hooks.append((plan.site.hook, fn))
         return hooks
 
     def __add__(self, other: "Interventions") -> "Interventions":
@@ -282,84 +490,35 @@ class Interventions:
 
 def compile_specs(probe: Probe, specs: Sequence[Spec]) -> Interventions:
     """Validate ``specs`` against ``probe``'s model, then build their plans (in order)."""
+    kinds = [plan_type(spec) for spec in specs]
     names = _hook_names(probe)
-    hooks = []
-    for spec in specs:
-        hooks.append(check_hook(probe, spec, names) if not spec.is_logit_edit else LOGITS_HOOK)
+    hooks = [LOGITS_HOOK if spec.is_logit_edit else check_hook(probe, spec, names)
+             for spec in specs]
     if any(spec.is_logit_edit for spec in specs) and LOGITS_HOOK not in names:
         raise LogitProbeError(f"{specs[0]!r}: this model has no {LOGITS_HOOK!r} hook point, so "
                               "logit edits cannot be attached")
     infos = hook_info(probe, [h for h, s in zip(hooks, specs) if not s.is_logit_edit])
-    plans: list[_Plan] = []
-    for spec, hook in zip(specs, hooks):
-        info = infos.get(hook) if not spec.is_logit_edit else None
-        plan = _PLANS[type(spec)](spec, hook, info)
-        if not spec.is_logit_edit:
-            check_shape(spec, info)
-        if isinstance(plan.positions, Match):
-            if TOKENS_HOOK not in names:
-                raise LogitProbeError(f"{spec!r}: token-match positions need the "
-                                      f"{TOKENS_HOOK!r} hook point, which this model lacks")
-            plan.match_id = check_token(probe, spec, plan.positions.token, "positions['token']")
-        _check_plan(probe, plan)
-        plans.append(plan)
-    for plan in plans:  # only now run forwards: every spec is valid
-        _prepare(probe, plan)
-    return Interventions(plans)
+    sites = []
+    for spec, hook, kind in zip(specs, hooks, kinds):
+        info = None if spec.is_logit_edit else infos[hook]
+        if info is not None:
+            kind.check_shape(spec, info)
+        site = Site(hook, info, _match_id(probe, spec, names))
+        kind.check(probe, spec, site)
+        sites.append(site)
+    # Only now run forwards: every spec is valid.
+    return Interventions([kind.build(probe, spec, site)
+                          for spec, site, kind in zip(specs, sites, kinds)])
 
 
-def _check_plan(probe: Probe, plan: _Plan) -> None:
-    spec = plan.spec
-    if isinstance(spec, (SetLogit, AddLogit, ScaleLogit)):
-        plan.token_id = check_token(probe, spec, spec.token, "token")  # type: ignore[attr-defined]
-        value = {SetLogit: "to", AddLogit: "amount", ScaleLogit: "factor"}[type(spec)]
-        value = getattr(spec, value)
-        plan.expr = Expression(value, name="to") if isinstance(value, str) else None  # type: ignore
-        plan.constant = value  # type: ignore[attr-defined]
-    elif isinstance(spec, BanTokens):
-        plan.token_ids = tuple(check_token(probe, spec, t, f"tokens[{i}]")  # type: ignore
-                               for i, t in enumerate(spec.tokens))
-    elif isinstance(spec, MeanAblate):
-        for i, p in enumerate(spec.reference):
-            check_prompt(probe, spec, p, f"reference[{i}]")
-    elif isinstance(spec, Steer):
-        if spec.vector is not None:
-            width = math.prod(plan.info.features)  # type: ignore[union-attr]
-            if len(spec.vector) != width:
-                raise _width_error(spec, plan, width)
-        else:
-            check_prompt(probe, spec, spec.positive, "positive")  # type: ignore[arg-type]
-            check_prompt(probe, spec, spec.negative, "negative")  # type: ignore[arg-type]
-    elif isinstance(spec, Patch):
-        check_prompt(probe, spec, spec.source, "source")
-
-
-def _width_error(spec: Steer, plan: _Plan, width: int) -> Exception:
-    feats = "x".join(map(str, plan.info.features))  # type: ignore[union-attr]
-    return InvalidArgument(
-        f"Steer(hook={spec.hook!r}): vector has {len(spec.vector)} values but the activation "  # type: ignore[arg-type]
-        f"at {spec.hook!r} has {width} features ({feats}); give {width} values or build the "
-        "vector from two prompts with positive=... and negative=...")
-
-
-def _prepare(probe: Probe, plan: _Plan) -> None:
-    """Reference activations (computed once per probe, hook and prompts)."""
-    spec = plan.spec
-    if isinstance(spec, MeanAblate):
-        acts = [activations(probe, p, plan.hook) for p in spec.reference]  # each (L_i, *f)
-        plan.value = torch.cat(acts, dim=0).mean(dim=0)  # type: ignore[attr-defined]
-    elif isinstance(spec, Steer):
-        if spec.vector is not None:
-            vec = torch.tensor(spec.vector, dtype=torch.float32)
-            vec = vec.view(plan.info.features)  # type: ignore[union-attr]
-        else:
-            # The difference of the two prompts' activations at their last tokens.
-            vec = (activations(probe, spec.positive, plan.hook)[-1]  # type: ignore[arg-type]
-                   - activations(probe, spec.negative, plan.hook)[-1])  # type: ignore[arg-type]
-        plan.value = spec.coefficient * vec  # type: ignore[attr-defined]
-        plan.add = True  # type: ignore[attr-defined]
-    elif isinstance(spec, Patch):
-        plan.source = activations(probe, spec.source, plan.hook)  # type: ignore[attr-defined]
+def _match_id(probe: Probe, spec: Spec, names: frozenset[str]) -> int | None:
+    """The token id that ``spec``'s token-match positions select, or None."""
+    if not isinstance(spec.positions, Match):
+        return None
+    if TOKENS_HOOK not in names:
+        raise LogitProbeError(f"{spec!r}: token-match positions need the "
+                              f"{TOKENS_HOOK!r} hook point, which this model lacks")
+    return check_token(probe, spec, spec.positions.token, "positions['token']")
 
 
 def _hook_names(probe: Probe) -> frozenset[str]:

@@ -26,7 +26,7 @@ from .grammar import Expression
 
 __all__ = [
     "AddLogit", "BanTokens", "LOGITS_HOOK", "Match", "MeanAblate", "Patch", "Scale", "ScaleLogit",
-    "SetLogit", "Spec", "Steer", "ZeroAblate", "is_stable",
+    "SetLogit", "Spec", "Steer", "TokenLogitEdit", "ZeroAblate", "is_stable",
 ]
 
 LOGITS_HOOK = "unembed.hook_out"
@@ -51,6 +51,7 @@ class Spec:
 
     kind: ClassVar[str] = ""
     hook: str
+    positions: Positions
 
     @property
     def is_logit_edit(self) -> bool:
@@ -185,8 +186,14 @@ class _LogitEdit(Spec):
         return True
 
 
+class TokenLogitEdit(_LogitEdit):
+    """Base of the edits of one token's logit: SetLogit, AddLogit, ScaleLogit."""
+
+    token: TokenLike
+
+
 @dataclass(frozen=True)
-class SetLogit(_LogitEdit):
+class SetLogit(TokenLogitEdit):
     """Set ``token``'s logit to a number or an expression of the row (``"max+10"``)."""
 
     kind: ClassVar[str] = "set_logit"
@@ -205,7 +212,7 @@ class SetLogit(_LogitEdit):
 
 
 @dataclass(frozen=True)
-class AddLogit(_LogitEdit):
+class AddLogit(TokenLogitEdit):
     """Add ``amount`` to ``token``'s logit."""
 
     kind: ClassVar[str] = "add_logit"
@@ -221,7 +228,7 @@ class AddLogit(_LogitEdit):
 
 
 @dataclass(frozen=True)
-class ScaleLogit(_LogitEdit):
+class ScaleLogit(TokenLogitEdit):
     """Multiply ``token``'s logit by ``factor``."""
 
     kind: ClassVar[str] = "scale_logit"

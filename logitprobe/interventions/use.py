@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..errors import InvalidArgument
 from ..tokens import check_k
@@ -38,6 +38,8 @@ def close_scope(probe: Probe) -> None:
 
 class InterventionMixin:
     """Probe methods for interventions."""
+
+    next_token: Callable[..., Any]  # Probe.next_token, which compare() calls twice
 
     def _compile_interventions(self, interventions: Any) -> Interventions | None:
         """An engine ``Intervention`` for ``interventions`` (plus any ``intervene`` block), or None.
@@ -99,9 +101,8 @@ class InterventionMixin:
         ids = tuple(self.vocab.token_id(t, name=f"tokens[{i}]") for i, t in enumerate(tokens))
         k = check_k(k, self.vocab_size)
         compiled = self._compile_interventions(specs)  # validate before any forward
-        before = self.next_token(prompt, position=position)  # type: ignore[attr-defined]
-        after = self.next_token(prompt, position=position,  # type: ignore[attr-defined]
-                                interventions=compiled)
+        before = self.next_token(prompt, position=position)
+        after = self.next_token(prompt, position=position, interventions=compiled)
         return Comparison(prompt=prompt, before=before, after=after, token_ids=ids, k=k,
                           specs=specs)
 
