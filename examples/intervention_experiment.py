@@ -42,8 +42,8 @@ def main() -> None:
     experiment = [iv.Steer("blocks.6.hook_resid_pre", positive=" Italy", negative=" France",
                            positions={"token": " France"})]
     path = args.out / "france-to-italy.yaml"
-    iv.dump(experiment, path)
-    assert iv.load(path) == experiment
+    iv.dump_specs(experiment, path)
+    assert iv.load_specs(path) == experiment
     cmp = probe.compare(FRANCE, str(path), tokens=[" Paris", " Rome"])
     print(f"{path}:\n{path.read_text()}\n{cmp}\n")
     plot_comparison(cmp).figure.savefig(args.out / "comparison.png", dpi=120)

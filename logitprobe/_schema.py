@@ -37,43 +37,54 @@ class Param:
 
 
 @dataclass(frozen=True)
-class Spec:
-    helper: str  # name of the function in logitprobe.assertions
+class ExpectationSpec:
+    """What an expectation name (``in_top``) stands for: its helper and its parameters."""
+
+    helper: str  # name of the function in logitprobe.assertions (or logitprobe.invariance)
     params: tuple[Param, ...]
-    kind: str = "next"  # next: one distribution; pair: two; score: greedy continuation
+    needs: str = "next"  # what the helper checks: next: one distribution; pair: two; score:
+    #                      a greedy continuation
 
 
 _T, _K = Param("token", "token"), Param("k", "int", False)
-SPECS: dict[str, Spec] = {
-    "in_top": Spec("assert_in_top", (_T, _K)),
-    "not_in_top": Spec("assert_not_in_top", (_T, _K)),
-    "rank_at_most": Spec("assert_rank_at_most", (_T, Param("rank", "int"))),
-    "rank_at_least": Spec("assert_rank_at_least", (_T, Param("rank", "int"))),
-    "prob_at_least": Spec("assert_prob_at_least", (_T, Param("p", "prob"))),
-    "prob_at_most": Spec("assert_prob_at_most", (_T, Param("p", "prob"))),
-    "logprob_at_least": Spec("assert_logprob_at_least", (_T, Param("logprob", "logprob"))),
-    "logprob_at_most": Spec("assert_logprob_at_most", (_T, Param("logprob", "logprob"))),
-    "argmax": Spec("assert_argmax", (_T,)),
-    "more_likely": Spec("assert_more_likely", (_T, Param("than", "token"),
-                                               Param("margin", "nonneg", False))),
-    "entropy_at_most": Spec("assert_entropy_at_most", (Param("nats", "nonneg"),)),
-    "entropy_at_least": Spec("assert_entropy_at_least", (Param("nats", "nonneg"),)),
-    "close_to": Spec("assert_close", (Param("prompt", "text", False), Param("kl", "nonneg", False),
-                                      Param("tv", "prob", False)), "pair"),
-    "prob_increases": Spec("assert_prob_increases", (_T, Param("from", "text", False),
-                                                     Param("by", "prob", False)), "pair"),
-    "prob_decreases": Spec("assert_prob_decreases", (_T, Param("from", "text", False),
-                                                     Param("by", "prob", False)), "pair"),
-    "greedy_starts_with": Spec("assert_greedy_starts_with", (Param("text", "text"),), "score"),
+SPECS: dict[str, ExpectationSpec] = {
+    "in_top": ExpectationSpec("assert_in_top", (_T, _K)),
+    "not_in_top": ExpectationSpec("assert_not_in_top", (_T, _K)),
+    "rank_at_most": ExpectationSpec("assert_rank_at_most", (_T, Param("rank", "int"))),
+    "rank_at_least": ExpectationSpec("assert_rank_at_least", (_T, Param("rank", "int"))),
+    "prob_at_least": ExpectationSpec("assert_prob_at_least", (_T, Param("p", "prob"))),
+    "prob_at_most": ExpectationSpec("assert_prob_at_most", (_T, Param("p", "prob"))),
+    "logprob_at_least": ExpectationSpec("assert_logprob_at_least",
+                                        (_T, Param("logprob", "logprob"))),
+    "logprob_at_most": ExpectationSpec("assert_logprob_at_most",
+                                       (_T, Param("logprob", "logprob"))),
+    "argmax": ExpectationSpec("assert_argmax", (_T,)),
+    "more_likely": ExpectationSpec("assert_more_likely", (_T, Param("than", "token"),
+                                                          Param("margin", "nonneg", False))),
+    "entropy_at_most": ExpectationSpec("assert_entropy_at_most", (Param("nats", "nonneg"),)),
+    "entropy_at_least": ExpectationSpec("assert_entropy_at_least", (Param("nats", "nonneg"),)),
+    "close_to": ExpectationSpec("assert_close", (Param("prompt", "text", False),
+                                                 Param("kl", "nonneg", False),
+                                                 Param("tv", "prob", False)), "pair"),
+    "prob_increases": ExpectationSpec("assert_prob_increases", (_T, Param("from", "text", False),
+                                                                Param("by", "prob", False)),
+                                      "pair"),
+    "prob_decreases": ExpectationSpec("assert_prob_decreases", (_T, Param("from", "text", False),
+                                                                Param("by", "prob", False)),
+                                      "pair"),
+    "greedy_starts_with": ExpectationSpec("assert_greedy_starts_with", (Param("text", "text"),),
+                                          "score"),
     # logitprobe.invariance: against a base prompt (`from:`), and a tolerance on one prob
-    "argmax_unchanged": Spec("assert_argmax_unchanged", (Param("from", "text", False),), "pair"),
-    "prob_within": Spec("assert_prob_within", (_T, Param("tol", "prob"),
-                                               Param("from", "text", False)), "pair"),
-    "rank_moves": Spec("assert_rank_moves", (_T, Param("by", "int"),
-                                             Param("direction", "direction"),
-                                             Param("from", "text", False)), "pair"),
-    "prob_close": Spec("assert_prob_close", (_T, Param("value", "prob"), Param("abs", "prob", False),
-                                             Param("rel", "nonneg", False))),
+    "argmax_unchanged": ExpectationSpec("assert_argmax_unchanged",
+                                        (Param("from", "text", False),), "pair"),
+    "prob_within": ExpectationSpec("assert_prob_within", (_T, Param("tol", "prob"),
+                                                          Param("from", "text", False)), "pair"),
+    "rank_moves": ExpectationSpec("assert_rank_moves", (_T, Param("by", "int"),
+                                                        Param("direction", "direction"),
+                                                        Param("from", "text", False)), "pair"),
+    "prob_close": ExpectationSpec("assert_prob_close", (_T, Param("value", "prob"),
+                                                        Param("abs", "prob", False),
+                                                        Param("rel", "nonneg", False))),
 }
 
 
@@ -83,7 +94,7 @@ class Expectation:
     args: tuple[tuple[str, Any], ...]  # (param, value) in the helper's order, given ones only
 
     @property
-    def spec(self) -> Spec:
+    def spec(self) -> ExpectationSpec:
         return SPECS[self.name]
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -299,7 +310,7 @@ def _case(raw: Any, index: int, line: int | None, source: str) -> Case:
     exps = tuple(_expectation(str(k), v, where) for k, v in items)
     for exp in exps:
         other = "prompt" if exp.name == "close_to" else "from"
-        if exp.spec.kind == "pair" and interventions is None and exp.get(other) in (None, prompt):
+        if exp.spec.needs == "pair" and interventions is None and exp.get(other) in (None, prompt):
             raise BehaviourFileError(f"{where}: {exp.name} would compare the case with itself; "
                                      f"give `{other}:` (another prompt) or `interventions`")
     capability = raw.get("_capability") or raw.get("capability")

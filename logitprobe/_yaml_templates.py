@@ -92,7 +92,7 @@ def _with_base(expect: Any, base_prompt: str, specs: Mapping[str, Any]) -> Any:
     out = []
     for key, value in items:
         spec = specs.get(key)
-        if spec is not None and spec.kind == "pair":
+        if spec is not None and spec.needs == "pair":
             names = [p.name for p in spec.params]
             other = "prompt" if key == "close_to" else "from"
             if isinstance(value, list):

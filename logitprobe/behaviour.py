@@ -58,13 +58,13 @@ def queries(case: Case) -> list[tuple]:
     """
     ikey = _ikey(case.interventions)
     out: list[tuple] = []
-    kinds = {e.spec.kind for e in case.expectations}
+    kinds = {e.spec.needs for e in case.expectations}
     if kinds & {"next", "pair"} or getattr(case, "snapshot", None) is not None:
         out.append(("next", case.prompt, case.position, ikey))
     for exp in case.expectations:
-        if exp.spec.kind == "pair":
+        if exp.spec.needs == "pair":
             out.append(("next", case.baseline_prompt(exp), case.position, None))
-        elif exp.spec.kind == "score":
+        elif exp.spec.needs == "score":
             out.append(("score", case.prompt, exp.get("text"), ikey))
     return out
 
@@ -154,9 +154,9 @@ def check_case(probe: Probe, case: Case, results: Prefetched | None = None) -> A
         helper = getattr(assertions, exp.spec.helper, None) or getattr(invariance, exp.spec.helper)
         args = dict(exp.args)
         try:
-            if exp.spec.kind == "next":
+            if exp.spec.needs == "next":
                 helper(subject, **args)
-            elif exp.spec.kind == "pair":
+            elif exp.spec.needs == "pair":
                 base = got[("next", case.baseline_prompt(exp), case.position, None)]
                 if exp.name == "close_to":
                     helper(subject, base, kl=args.get("kl"), tv=args.get("tv"))
@@ -212,7 +212,7 @@ def token_problem(case: Case, counter: Any) -> str | None:
     n_ctx = counter.n_ctx
     prompts = {case.prompt: "prompt"}
     for exp in case.expectations:
-        if exp.spec.kind == "pair":
+        if exp.spec.needs == "pair":
             other = "prompt" if exp.name == "close_to" else "from"
             prompts.setdefault(case.baseline_prompt(exp), f"{exp.name}: `{other}`")
     for text, label in prompts.items():
@@ -240,7 +240,7 @@ def token_problem(case: Case, counter: Any) -> str | None:
                 return (f"{case.where}: {exp.name}: {param.name}={short(token, 80)} is {n} tokens "
                         "for this model's tokenizer; a single-token expectation needs one token "
                         f"(greedy_starts_with checks multi-token text){hint}")
-        if exp.spec.kind == "score" and n_ctx is not None:
+        if exp.spec.needs == "score" and n_ctx is not None:
             total = counter.count(case.prompt)[0] + counter.pieces(exp.get("text")) - 1
             if total > n_ctx:
                 return (f"{case.where}: {exp.name}: the prompt and {short(exp.get('text'), 80)} "

@@ -15,7 +15,7 @@ import logitprobe
 from ._text import short
 from .behaviour import STATUSES, Suite, case_status, load_suite, run_suite
 from .errors import InvalidArgument
-from .interventions import load as load_specs
+from .interventions import load_specs
 from ._yaml_templates import group_severity
 from .passrate import PassRate
 from .passrate import outcome as case_outcome

@@ -21,7 +21,7 @@ import logitprobe
 from .behaviour import load_suite
 from .cli_commands import CheckFailed, _json, check_figure_path
 from .errors import InvalidArgument
-from .interventions import load as load_specs
+from .interventions import load_specs
 
 __all__ = ["add_parser", "diff"]
 

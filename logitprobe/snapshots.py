@@ -23,29 +23,26 @@ tolerance (so a float32 snapshot checked under bfloat16 shows what moved).
 
 The pytest side (fixture ``logit_snapshot``, the ``snapshot:`` key of
 behavioural YAML cases, ``--logitprobe-snapshot-update``) is in
-:mod:`logitprobe._snapshot_plugin`; docs/regression.md is the guide.
+:mod:`logitprobe._regression_plugin`; docs/regression.md is the guide. The file and its
+format are :mod:`logitprobe._snapshot_file`; the provenance (the weights' fingerprint)
+is :mod:`logitprobe._provenance`. Both are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any, Sequence
-from weakref import WeakKeyDictionary
-
-import torch
-import yaml
 
 from . import divergence
+# the provenance and the file live in their own modules; every name stays importable from here
+from ._provenance import SAMPLES, fingerprint, library_versions, provenance  # noqa: F401
+from ._snapshot_file import (FORMAT, Entry, SnapshotFile, StoredCase, StoredToken,  # noqa: F401
+                             dumps, rounded)
+from ._text import clip
 from .errors import InvalidArgument, LogitAssertionError, SnapshotError
 from .interventions.serialize import coerce, to_dict
-from ._text import clip
 from .tokens import check_k
 
 __all__ = ["DEFAULT_K", "TOLERANCES", "CaseDiff", "SnapshotError", "SnapshotFile",
@@ -53,7 +50,6 @@ __all__ = ["DEFAULT_K", "TOLERANCES", "CaseDiff", "SnapshotError", "SnapshotFile
            "record"]
 
 DEFAULT_K = 20
-FORMAT = 1
 # dtype -> (atol, rtol) on log-probabilities (nats): |now - stored| <= atol + rtol * |stored|.
 TOLERANCES: dict[str, tuple[float, float]] = {
     "float64": (1e-6, 1e-7),
@@ -61,97 +57,9 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "float16": (2e-2, 2e-3),
     "bfloat16": (1e-1, 1e-2),
 }
-SAMPLES = 64  # strided samples per parameter tensor in the fingerprint
-_FINGERPRINTS: WeakKeyDictionary = WeakKeyDictionary()
 
 
-# -- provenance --------------------------------------------------------------------------
-def fingerprint(probe: Any) -> str:
-    """A cheap fingerprint of the model's weights, the same in every dtype and on every device.
-
-    SHA-256 over each parameter tensor's shape and the **signs** of ``SAMPLES`` (64)
-    evenly strided entries (|w| < 1e-6 counts as 0), in ``named_parameters`` order.
-    Signs survive float32 -> bfloat16/float16 casts and device moves, while other
-    weights (another checkpoint, a fine-tune, a zeroed layer) change many of them.
-    Cached per probe (weights edited in place afterwards are not noticed).
-    """
-    cached = _FINGERPRINTS.get(probe)
-    if cached is not None:
-        return cached
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for _, p in probe.model.named_parameters():
-            h.update(repr(tuple(p.shape)).encode())
-            if p.is_meta or p.numel() == 0:
-                continue
-            flat = p.detach().reshape(-1)
-            n, m = flat.numel(), min(SAMPLES, flat.numel())
-            # integer strides (a float linspace rounds past the end of a 28M-entry embedding)
-            idx = torch.arange(m, device=flat.device) * (n - 1) // max(m - 1, 1)
-            s = flat[idx].float()
-            signs = (s > 1e-6).to(torch.int8) - (s < -1e-6).to(torch.int8)
-            h.update(bytes((signs + 1).cpu().tolist()))
-    value = "sg1:" + h.hexdigest()[:16]
-    _FINGERPRINTS[probe] = value
-    return value
-
-
-def _dtype(probe: Any) -> str:
-    try:
-        return str(next(iter(probe.model.parameters())).dtype).replace("torch.", "")
-    except (AttributeError, StopIteration, TypeError):
-        return "float32"
-
-
-def provenance(probe: Any) -> dict[str, str]:
-    """``{model, fingerprint, dtype, device}`` of a probe (device: its type, e.g. ``cpu``)."""
-    return {"model": str(probe.name), "fingerprint": fingerprint(probe), "dtype": _dtype(probe),
-            "device": torch.device(probe.device).type}
-
-
-def library_versions() -> dict[str, str]:
-    out = {}
-    for dist in ("logitprobe", "torch", "transformers", "transformer-lens"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
-
-
-# -- what is stored ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class StoredToken:
-    rank: int
-    id: int
-    token: str
-    logprob: float
-
-
-@dataclass(frozen=True)
-class StoredCase:
-    prompt: str
-    entropy: float
-    top: tuple[StoredToken, ...]
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One snapshot check: provenance, the query, and one :class:`StoredCase` per prompt."""
-
-    model: str
-    fingerprint: str
-    dtype: str
-    device: str
-    k: int
-    cases: tuple[StoredCase, ...]
-    position: int = -1
-    interventions: str | None = None  # canonical JSON of the specs, None without
-
-    def query(self) -> tuple:
-        return (tuple(c.prompt for c in self.cases), self.k, self.position, self.interventions)
-
-
+# -- recording ---------------------------------------------------------------------------
 def interventions_key(interventions: Any) -> str | None:
     if not interventions:
         return None
@@ -164,8 +72,8 @@ def record(probe: Any, nts: Sequence[Any], *, k: int = DEFAULT_K, position: int 
     cases = []
     for nt in nts:
         # rounded as the file stores them, so a recorded entry equals the one read back
-        top = tuple(StoredToken(c.rank, c.id, c.token, _round(c.logprob)) for c in nt.top(k))
-        ent = _round(float(divergence.entropy(nt.logits)))
+        top = tuple(StoredToken(c.rank, c.id, c.token, rounded(c.logprob)) for c in nt.top(k))
+        ent = rounded(float(divergence.entropy(nt.logits)))
         cases.append(StoredCase(nt.prompt, ent, top))
     return Entry(**provenance(probe), k=k, cases=tuple(cases), position=position,
                  interventions=interventions_key(interventions))
@@ -368,127 +276,6 @@ def _rows_table(rows: Sequence[TokenRow], show: int) -> str:
     lines.append("    (! beyond tolerance; entered/left: in the top k now/only in the snapshot; "
                  "moved: another rank)")
     return "\n".join(lines)
-
-
-# -- the file ----------------------------------------------------------------------------
-def _quote(text: str) -> str:
-    """A YAML double-quoted scalar: printable characters as they are, others escaped."""
-    out = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch.isprintable() and ch not in "\u2028\u2029\x85\ufeff":
-            out.append(ch)
-        elif ord(ch) < 0x10000 and not 0xD800 <= ord(ch) <= 0xDFFF:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    return '"' + "".join(out) + '"'
-
-
-def _round(x: float) -> float:
-    return float(_num(x).replace(".inf", "inf").replace(".nan", "nan"))
-
-
-def _num(x: float) -> str:
-    if math.isnan(x):
-        return ".nan"
-    if math.isinf(x):
-        return "-.inf" if x < 0 else ".inf"
-    return f"{x:.7g}"
-
-
-class SnapshotFile:
-    """One snapshot file: entries by key, read once, written back when changed."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._entries: dict[str, Entry] | None = None
-        self.dirty = False
-        self.written: set[str] = set()
-        self.removed: set[str] = set()
-
-    @property
-    def entries(self) -> dict[str, Entry]:
-        if self._entries is None:
-            self._entries = self._read()
-        return self._entries
-
-    def get(self, key: str) -> Entry | None:
-        return self.entries.get(key)
-
-    def set(self, key: str, entry: Entry) -> None:
-        self.entries[key] = entry
-        self.written.add(key)
-        self.removed.discard(key)
-        self.dirty = True
-
-    def remove(self, key: str) -> None:
-        if self.entries.pop(key, None) is not None:
-            self.removed.add(key)
-            self.dirty = True
-
-    def _read(self) -> dict[str, Entry]:
-        if not self.path.exists():
-            return {}
-        try:
-            data = yaml.load(self.path.read_text(encoding="utf-8"),
-                             Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-            return {str(k): _entry(v) for k, v in (data.get("snapshots") or {}).items()}
-        except (yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise SnapshotError(f"{self.path}: not a readable snapshot file ({type(exc).__name__}: "
-                                f"{clip(str(exc), 200)}); delete it and rewrite it with "
-                                "pytest --logitprobe-snapshot-update") from None
-
-    def save(self) -> None:
-        """Write the file (merging with what is on disk now, for concurrent writers)."""
-        if not self.dirty:
-            return
-        on_disk = SnapshotFile(self.path).entries if self.path.exists() else {}
-        merged = {k: v for k, v in on_disk.items() if k not in self.removed}
-        merged.update({k: self.entries[k] for k in self.written if k in self.entries})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".snap-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dumps(merged))
-        os.replace(tmp, self.path)
-        self._entries = merged
-        self.dirty = False
-
-
-def _entry(raw: dict) -> Entry:
-    cases = tuple(StoredCase(str(c["prompt"]), float(c["entropy"]),
-                             tuple(StoredToken(int(r), int(i), str(t), float(lp))
-                                   for r, i, t, lp in c["top"]))
-                  for c in raw["cases"])
-    return Entry(model=str(raw["model"]), fingerprint=str(raw["fingerprint"]),
-                 dtype=str(raw["dtype"]), device=str(raw["device"]), k=int(raw["k"]),
-                 cases=cases, position=int(raw.get("position", -1)),
-                 interventions=raw.get("interventions"))
-
-
-def dumps(entries: dict[str, Entry]) -> str:
-    """The file's text: a header, library versions, then entries sorted by key, one token a line."""
-    versions = ", ".join(f"{k}: {_quote(v)}" for k, v in library_versions().items())
-    lines = ["# logitprobe snapshots: the top-k next tokens per prompt (rank, id, token, logprob).",
-             "# Rewrite with: pytest --logitprobe-snapshot-update",
-             f"format: {FORMAT}", f"versions: {{{versions}}}", "snapshots:"]
-    for key in sorted(entries):
-        e = entries[key]
-        lines += [f"  {_quote(key)}:", f"    model: {_quote(e.model)}",
-                  f"    fingerprint: {_quote(e.fingerprint)}", f"    dtype: {e.dtype}",
-                  f"    device: {_quote(e.device)}", f"    k: {e.k}"]
-        if e.position != -1:
-            lines.append(f"    position: {e.position}")
-        if e.interventions is not None:
-            lines.append(f"    interventions: {_quote(e.interventions)}")
-        lines.append("    cases:")
-        for c in e.cases:
-            lines += [f"    - prompt: {_quote(c.prompt)}", f"      entropy: {_num(c.entropy)}",
-                      "      top:"]
-            lines += [f"      - [{t.rank}, {t.id}, {_quote(t.token)}, {_num(t.logprob)}]"
-                      for t in c.top]
-    return "\n".join(lines) + "\n"
 
 
 # -- one check, from prompts to verdict --------------------------------------------------

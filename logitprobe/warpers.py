@@ -6,9 +6,13 @@ including ties and boundaries, so ``probabilities(logits, build_warpers(...))`` 
 the distribution ``generate(do_sample=True, ...)`` samples from (HF casts logits to
 float32 first; so does :func:`probabilities`).
 
+The top-k warper is :class:`TopKWarper`, so that it is not mistaken for the top-k
+candidate list a query returns (:class:`logitprobe.TopK`). Its old name here,
+``logitprobe.warpers.TopK``, still works and warns (``DeprecationWarning``).
+
 >>> chain = build_warpers(temperature=0.5, top_k=2)
 >>> chain
-Chain(Temperature(t=0.5), TopK(k=2))
+Chain(Temperature(t=0.5), TopKWarper(k=2))
 >>> chain(torch.tensor([1.0, 3.0, 2.0]))
 tensor([-inf, 6., 4.])
 """
@@ -24,11 +28,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._deprecation import renamed
 from ._finite import find_nonfinite
 from .errors import EmptyDistributionError, InvalidArgument
 
-__all__ = ["Chain", "Greedy", "MinP", "Temperature", "TopK", "TopP", "Warper", "build_warpers",
-           "probabilities", "sample_from"]
+__all__ = ["Chain", "Greedy", "MinP", "Temperature", "TopKWarper", "TopP", "Warper",
+           "build_warpers", "probabilities", "sample_from"]
 
 _NEG_INF = -float("inf")  # HF's default filter_value
 
@@ -123,10 +128,13 @@ class Temperature(Warper):
         return logits / self.t
 
 
-class TopK(Warper):
+class TopKWarper(Warper):
     """Keep the ``k`` largest logits and every logit tied with the k-th (HF ``TopKLogitsWarper``).
 
-    >>> TopK(2)(torch.tensor([1.0, 3.0, 2.0, 2.0]))
+    Formerly ``logitprobe.warpers.TopK`` (a deprecated alias now); :class:`logitprobe.TopK`
+    is the top-k candidate list of a query.
+
+    >>> TopKWarper(2)(torch.tensor([1.0, 3.0, 2.0, 2.0]))
     tensor([-inf, 3., 2., 2.])
     """
 
@@ -201,7 +209,7 @@ class Greedy(Warper):
 class Chain(Warper):
     """Apply warpers left to right; ``Chain()`` is the identity (it returns a copy).
 
-    >>> Chain(Temperature(2.0), TopK(1))(torch.tensor([2.0, 4.0]))
+    >>> Chain(Temperature(2.0), TopKWarper(1))(torch.tensor([2.0, 4.0]))
     tensor([-inf, 2.])
     """
 
@@ -212,7 +220,8 @@ class Chain(Warper):
             if not isinstance(w, Warper):
                 raise InvalidArgument(
                     f"warpers[{i}]={w!r}: each argument of Chain must be a Warper instance, "
-                    "e.g. Chain(Temperature(0.7), TopK(50)) (did you pass a class or a number?)")
+                    "e.g. Chain(Temperature(0.7), TopKWarper(50)) (did you pass a class or a "
+                    "number?)")
         self.warpers: tuple[Warper, ...] = tuple(warpers)
 
     def __call__(self, logits: Tensor) -> Tensor:
@@ -244,7 +253,7 @@ def build_warpers(*, temperature: float | None = 1.0, top_k: int | None = None,
     if temperature is not None and _checked("temperature", temperature) != 1.0:
         chain.append(Temperature(temperature))
     if top_k is not None:
-        chain.append(TopK(_checked("top_k", top_k)))
+        chain.append(TopKWarper(_checked("top_k", top_k)))
     if top_p is not None and _checked("top_p", top_p) < 1.0:
         chain.append(TopP(top_p))
     if min_p is not None and _checked("min_p", min_p) > 0.0:
@@ -255,7 +264,7 @@ def build_warpers(*, temperature: float | None = 1.0, top_k: int | None = None,
 def probabilities(logits: Tensor, warpers: Warper | Iterable[Warper]) -> Tensor:
     """Softmax (float32) of the logits after the warpers; filtered tokens get probability 0.
 
-    >>> probabilities(torch.tensor([0.0, 0.0, -1.0]), [TopK(2)])
+    >>> probabilities(torch.tensor([0.0, 0.0, -1.0]), [TopKWarper(2)])
     tensor([0.5000, 0.5000, 0.0000])
     """
     _check_logits(logits)
@@ -264,7 +273,7 @@ def probabilities(logits: Tensor, warpers: Warper | Iterable[Warper]) -> Tensor:
 
 
 # Warpers that keep a finite row finite: they only set logits to -inf, and keep at least one.
-_MASKING = (TopK, TopP, MinP, Greedy)
+_MASKING = (TopKWarper, TopP, MinP, Greedy)
 
 
 def _probabilities(logits: Tensor, chain: Warper, *, finite: bool = False) -> Tensor:
@@ -335,3 +344,12 @@ def sample_from(logits_2d: Tensor, generator: torch.Generator, n: int = 1) -> Te
             f"logits_2d={_describe(logits_2d)}: some row has no finite logit (all -inf or NaN), "
             "so it has no distribution to sample from; check the warpers keep at least one token")
     return torch.multinomial(probs, n, replacement=True, generator=generator)
+
+
+_RENAMED = {"TopK": "TopKWarper"}  # old name -> new name; the old one warns on use
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        return renamed(__name__, name, _RENAMED[name], globals()[_RENAMED[name]])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

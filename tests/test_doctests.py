@@ -15,6 +15,7 @@ MODULES = [
     "logitprobe",
     "logitprobe.divergence",
     "logitprobe._text",
+    "logitprobe._verdict_flips",
     "logitprobe.interventions",
     "logitprobe.interventions.grammar",
     "logitprobe.interventions.specs",

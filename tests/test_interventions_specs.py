@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from logitprobe.errors import InvalidArgument
 from logitprobe.interventions import (AddLogit, BanTokens, Expression, Match, MeanAblate, Patch,
-                                      Scale, ScaleLogit, SetLogit, Steer, ZeroAblate, dump,
-                                      from_dict, from_json, from_yaml, load, to_dict, to_json,
-                                      to_yaml)
+                                      Scale, ScaleLogit, SetLogit, Steer, ZeroAblate,
+                                      dump_specs, from_dict, from_json, from_yaml, load_specs,
+                                      to_dict, to_json, to_yaml)
 from logitprobe.interventions.serialize import coerce
 
 
@@ -159,21 +159,21 @@ def test_yaml_file_errors_name_file_and_field(tmp_path):
     path.write_text("interventions:\n  - kind: set_logit\n    token: ' coffee'\n    to: max+10\n"
                     "  - kind: zero_ablate\n    hook: blocks.0.attn.hook_z\n    head: [1]\n")
     with pytest.raises(InvalidArgument) as info:
-        load(path)
+        load_specs(path)
     assert str(info.value).startswith(f"{path}: interventions[1]: zero_ablate: unknown field "
                                       "'head' (did you mean 'heads'?)")
     path.write_text("interventions:\n  - kind: set_logit\n    token: ' a'\n    to: max+\n")
     with pytest.raises(InvalidArgument, match=r"exp.yaml: interventions\[0\]: SetLogit: to='max\+'"):
-        load(path)
+        load_specs(path)
     path.write_text("intervention:\n  - kind: ban_tokens\n    tokens: [' a']\n")
     with pytest.raises(InvalidArgument, match="unknown top-level field 'intervention' "
                                               r"\(did you mean 'interventions'\?\)"):
-        load(path)
+        load_specs(path)
     path.write_text("interventions: [kind: : :")
     with pytest.raises(InvalidArgument, match=r"exp.yaml: invalid YAML \(line 1"):
-        load(path)
+        load_specs(path)
     with pytest.raises(InvalidArgument, match="does not exist"):
-        load(tmp_path / "missing.yaml")
+        load_specs(tmp_path / "missing.yaml")
     with pytest.raises(InvalidArgument, match="must be the path of a .yaml or .json file"):
         coerce("max+10")
     with pytest.raises(InvalidArgument, match="expected a spec"):
@@ -185,11 +185,11 @@ def test_plain_list_yaml_and_json_files(tmp_path):
     (tmp_path / "l.yaml").write_text(
         "- {kind: ban_tokens, tokens: [' a', 7]}\n"
         "- {kind: zero_ablate, hook: blocks.0.attn.hook_z, heads: [0, 2]}\n")
-    assert load(tmp_path / "l.yaml") == specs
-    dump(specs, tmp_path / "s.json")
+    assert load_specs(tmp_path / "l.yaml") == specs
+    dump_specs(specs, tmp_path / "s.json")
     assert json.loads((tmp_path / "s.json").read_text())[0] == {"kind": "ban_tokens",
                                                                 "tokens": [" a", 7]}
-    assert load(tmp_path / "s.json") == specs
+    assert load_specs(tmp_path / "s.json") == specs
     assert coerce(str(tmp_path / "s.json")) == tuple(specs)
     assert coerce({"interventions": [to_dict(s) for s in specs]}) == tuple(specs)
 
@@ -233,7 +233,7 @@ def test_round_trip_dict_json_yaml(tmp_path_factory, batch):
     assert from_json(to_json(batch)) == batch
     assert from_yaml(to_yaml(batch)) == batch
     path = tmp_path_factory.mktemp("rt") / "specs.yaml"
-    dump(batch, path)
-    assert load(path) == batch
+    dump_specs(batch, path)
+    assert load_specs(path) == batch
     # equal specs have equal canonical dicts (what the cache key is made of)
     assert [s.to_dict() for s in from_yaml(to_yaml(batch))] == [s.to_dict() for s in batch]

@@ -12,7 +12,8 @@ import torch  # noqa: E402
 
 from logitprobe.errors import InvalidArgument, PromptError, TokenError  # noqa: E402
 from logitprobe.interventions import (BanTokens, InterventionNotFired, MeanAblate, Patch,  # noqa
-                                      Scale, SetLogit, Steer, ZeroAblate, dump, plot_comparison,
+                                      Scale, SetLogit, Steer, ZeroAblate, dump_specs,
+                                      plot_comparison,
                                       plot_patch_sweep)
 from logitprobe.interventions.use import open_scope  # noqa: E402
 
@@ -198,7 +199,7 @@ def test_a_failing_spec_applies_nothing(tiny, no_leaks):
 
 def test_yaml_file_as_interventions(tiny, tmp_path):
     path = tmp_path / "coffee.yaml"
-    dump([BOOST], path)
+    dump_specs([BOOST], path)
     assert "to: max+10" in path.read_text()
     nt = tiny.next_token(PROMPT, interventions=str(path))
     assert torch.equal(nt.logits, tiny.next_token(PROMPT, interventions=[BOOST]).logits)

@@ -20,7 +20,7 @@ from logitprobe.errors import InvalidArgument
 from logitprobe.interventions.specs import ZeroAblate
 from logitprobe.model_diff import (CaseOutcome, Flips, ModelDiff, _quantile, compare_models,
                                    mcnemar_exact, suite_flips)
-from logitprobe.snapshots import _quote
+from logitprobe._snapshot_file import _quote
 
 PROMPTS = ["hello world", "the cat sat on the", "one two three", "a b c", "x"]
 ABLATE = [ZeroAblate("blocks.1.hook_mlp_out")]

@@ -18,7 +18,7 @@ from logitprobe.engine import Engine
 from logitprobe.errors import EmptyDistributionError, LogitProbeError, NonFiniteLogitsError
 from logitprobe.interventions import AddLogit, BanTokens, Scale, ScaleLogit, SetLogit, Steer
 from logitprobe.interventions.grammar import Expression
-from logitprobe.warpers import Temperature, TopK, probabilities, sample_from
+from logitprobe.warpers import Temperature, TopKWarper, probabilities, sample_from
 
 PROMPT = "I like oat milk in my"
 F32_MAX = float(torch.finfo(torch.float32).max)
@@ -218,7 +218,7 @@ def test_tiny_temperature_is_a_named_error_not_an_index_error(tiny):
 
 def test_probabilities_and_sample_from_refuse_rows_without_mass():
     with pytest.raises(EmptyDistributionError, match=r"before any warper"):
-        probabilities(torch.tensor([[0.0, NAN]]), [TopK(1)])
+        probabilities(torch.tensor([[0.0, NAN]]), [TopKWarper(1)])
     with pytest.raises(EmptyDistributionError, match=r"before any warper"):
         probabilities(torch.full((3,), -INF), [])
     with pytest.raises(EmptyDistributionError, match=r"temperature=1e-40"):

@@ -1,7 +1,11 @@
 """The public API at a glance: an accidental export or removal is a visible change."""
 
+import importlib
 import subprocess
 import sys
+import warnings
+
+import pytest
 
 import logitprobe
 
@@ -89,3 +93,45 @@ def test_version_single_source():
     from importlib.metadata import version
 
     assert version("logitprobe") == logitprobe.__version__
+
+
+# Renamed names: (module, old, new). The old name is the same object and warns on use.
+RENAMED = [
+    ("logitprobe.warpers", "TopK", "TopKWarper"),
+    ("logitprobe.interventions", "load", "load_specs"),
+    ("logitprobe.interventions", "dump", "dump_specs"),
+    ("logitprobe.interventions.serialize", "load", "load_specs"),
+    ("logitprobe.interventions.serialize", "dump", "dump_specs"),
+]
+
+
+@pytest.mark.parametrize(("module", "old", "new"), RENAMED)
+def test_renamed_names_still_work_and_warn(module, old, new):
+    mod = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=rf"{module}\.{old} is deprecated .*use "
+                                                rf"{module}\.{new}") as record:
+        value = getattr(mod, old)
+    assert value is getattr(mod, new)
+    assert record[0].filename == __file__  # the warning points at the caller's line
+    assert new in mod.__all__ and old not in mod.__all__ and old not in dir(mod)
+
+
+@pytest.mark.parametrize(("module", "old", "new"), RENAMED)
+def test_renamed_names_import_with_from(module, old, new):
+    with pytest.warns(DeprecationWarning, match=rf"use {module}\.{new}"):
+        namespace: dict = {}
+        exec(f"from {module} import {old}", namespace)  # noqa: S102  # the `from` form users write
+    assert namespace[old] is getattr(importlib.import_module(module), new)
+
+
+def test_new_names_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for module, _old, new in RENAMED:
+            getattr(importlib.import_module(module), new)
+
+
+def test_unknown_names_still_raise_attribute_error():
+    for module in {m for m, _, _ in RENAMED}:
+        with pytest.raises(AttributeError, match="no_such_name"):
+            getattr(importlib.import_module(module), "no_such_name")

@@ -23,7 +23,7 @@ from transformers.generation.utils import GenerationMixin
 
 import logitprobe.warpers as warpers_module
 from logitprobe.errors import InvalidArgument
-from logitprobe.warpers import (Chain, Greedy, MinP, Temperature, TopK, TopP, Warper,
+from logitprobe.warpers import (Chain, Greedy, MinP, Temperature, TopKWarper, TopP, Warper,
                                 build_warpers, probabilities, sample_from)
 
 FAST = settings(max_examples=100, deadline=None, database=None)
@@ -102,7 +102,7 @@ def test_temperature_matches_hf(x, t):
 def test_top_k_matches_hf(x, data):
     vocab = x.shape[-1]
     k = data.draw(st.sampled_from([1, vocab, vocab + 1]) | st.integers(1, vocab + 3), label="k")
-    assert_same(TopK(k)(x), hf(TopKLogitsWarper(k), x))
+    assert_same(TopKWarper(k)(x), hf(TopKLogitsWarper(k), x))
 
 
 @FAST
@@ -140,7 +140,7 @@ def test_build_warpers_matches_hf_generate_processor_list(x, temperature, top_k,
     theirs = hf_generate_processors(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     assert_same(ours(x), hf(theirs, x))
     # Same warpers in the same order; HF also keeps MinP(0.0), a no-op we leave out.
-    names = {Temperature: "Temperature", TopK: "TopK", TopP: "TopP", MinP: "MinP"}
+    names = {Temperature: "Temperature", TopKWarper: "TopK", TopP: "TopP", MinP: "MinP"}
     assert [names[type(w)] for w in ours.warpers] == [
         type(p).__name__.removesuffix("LogitsWarper") for p in theirs
         if not (isinstance(p, MinPLogitsWarper) and p.min_p == 0.0)]
@@ -148,7 +148,7 @@ def test_build_warpers_matches_hf_generate_processor_list(x, temperature, top_k,
 
 def test_build_warpers_order_and_no_ops():
     chain = build_warpers(min_p=0.1, top_p=0.9, top_k=5, temperature=0.7)
-    assert repr(chain) == "Chain(Temperature(t=0.7), TopK(k=5), TopP(p=0.9), MinP(p=0.1))"
+    assert repr(chain) == "Chain(Temperature(t=0.7), TopKWarper(k=5), TopP(p=0.9), MinP(p=0.1))"
     assert build_warpers() == Chain()
     assert build_warpers(temperature=1.0, top_p=1.0, min_p=0.0) == Chain()
     assert build_warpers(temperature=None) == Chain()
@@ -160,8 +160,8 @@ def test_build_warpers_without_sampling_is_greedy():
 
 
 # -- invariants on tiny handmade tensors ---------------------------------------------------
-ALL = [Temperature(0.5), TopK(2), TopP(0.5), MinP(0.5), Greedy(), Chain(),
-       Chain(Temperature(2.0), TopK(3), TopP(0.9), MinP(0.2), Greedy())]
+ALL = [Temperature(0.5), TopKWarper(2), TopP(0.5), MinP(0.5), Greedy(), Chain(),
+       Chain(Temperature(2.0), TopKWarper(3), TopP(0.9), MinP(0.2), Greedy())]
 
 
 @pytest.mark.parametrize("t", [1e-3, 0.5, 1.0, 7.0])
@@ -211,32 +211,35 @@ def test_boundaries_keep_what_hf_keeps():
     x = torch.tensor([2.0, 1.0, 1.0, 0.0, 2.0])
     assert torch.equal(TopP(1.0)(x), x)
     assert torch.equal(MinP(0.0)(x), x)
-    assert torch.equal(TopK(5)(x), x) and torch.equal(TopK(50)(x), x)
-    assert (~TopK(1)(x).isneginf()).tolist() == [True, False, False, False, True]  # ties at k-th
-    assert (~TopK(2)(x).isneginf()).tolist() == [True, False, False, False, True]
-    assert (~TopK(3)(x).isneginf()).tolist() == [True, True, True, False, True]
+    assert torch.equal(TopKWarper(5)(x), x) and torch.equal(TopKWarper(50)(x), x)
+    # ties at the k-th logit are kept
+    assert (~TopKWarper(1)(x).isneginf()).tolist() == [True, False, False, False, True]
+    assert (~TopKWarper(2)(x).isneginf()).tolist() == [True, False, False, False, True]
+    assert (~TopKWarper(3)(x).isneginf()).tolist() == [True, True, True, False, True]
     assert (~MinP(1.0)(x).isneginf()).tolist() == [True, False, False, False, True]
 
 
 def test_chain_applies_in_order():
     x = torch.tensor([0.0, 1.0, 2.0, 3.0])
-    assert torch.equal(Chain(TopK(2), Temperature(2.0))(x), Temperature(2.0)(TopK(2)(x)))
-    assert torch.equal(Chain(Chain(TopK(3)), Greedy())(x), Greedy()(TopK(3)(x)))
+    assert torch.equal(Chain(TopKWarper(2), Temperature(2.0))(x),
+                       Temperature(2.0)(TopKWarper(2)(x)))
+    assert torch.equal(Chain(Chain(TopKWarper(3)), Greedy())(x), Greedy()(TopKWarper(3)(x)))
 
 
 def test_reprs_and_equality():
-    assert repr(TopK(5)) == "TopK(k=5)"
+    assert repr(TopKWarper(5)) == "TopKWarper(k=5)"
     assert repr(Temperature(0.7)) == "Temperature(t=0.7)"
     assert repr(TopP(0.9)) == "TopP(p=0.9)" and repr(MinP(0.1)) == "MinP(p=0.1)"
-    assert repr(Chain(TopK(5), Greedy())) == "Chain(TopK(k=5), Greedy())"
+    assert repr(Chain(TopKWarper(5), Greedy())) == "Chain(TopKWarper(k=5), Greedy())"
     assert repr(Chain()) == "Chain()" and repr(Greedy()) == "Greedy()"
-    assert TopK(5) == TopK(5) and TopK(5) != TopK(4) and TopP(0.5) != MinP(0.5)
+    assert TopKWarper(5) == TopKWarper(5) and TopKWarper(5) != TopKWarper(4)
+    assert TopP(0.5) != MinP(0.5)
     assert isinstance(Chain(), Warper) and Temperature(2) == Temperature(2.0)
 
 
 def test_probabilities_are_float32_and_sum_to_one():
     x = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, -math.inf]], dtype=torch.bfloat16)
-    probs = probabilities(x, TopK(2))
+    probs = probabilities(x, TopKWarper(2))
     assert probs.dtype == torch.float32
     torch.testing.assert_close(probs.sum(-1), torch.ones(2))
     assert probs[0, 0] == 0 and probs[1, 2] == 0
@@ -248,8 +251,9 @@ BAD = [
     (lambda: Temperature(0.0), "t", 0.0), (lambda: Temperature(-1.0), "t", -1.0),
     (lambda: Temperature(math.nan), "t", math.nan), (lambda: Temperature(math.inf), "t", math.inf),
     (lambda: Temperature("0.7"), "t", "0.7"), (lambda: Temperature(True), "t", True),
-    (lambda: TopK(0), "k", 0), (lambda: TopK(-2), "k", -2), (lambda: TopK(2.0), "k", 2.0),
-    (lambda: TopK(True), "k", True), (lambda: TopK(None), "k", None),
+    (lambda: TopKWarper(0), "k", 0), (lambda: TopKWarper(-2), "k", -2),
+    (lambda: TopKWarper(2.0), "k", 2.0),
+    (lambda: TopKWarper(True), "k", True), (lambda: TopKWarper(None), "k", None),
     (lambda: TopP(0.0), "p", 0.0), (lambda: TopP(1.5), "p", 1.5), (lambda: TopP(-0.1), "p", -0.1),
     (lambda: TopP("0.9"), "p", "0.9"), (lambda: TopP(math.nan), "p", math.nan),
     (lambda: MinP(-0.01), "p", -0.01), (lambda: MinP(1.01), "p", 1.01),
@@ -259,7 +263,8 @@ BAD = [
     (lambda: build_warpers(top_p=0.0), "top_p", 0.0), (lambda: build_warpers(min_p=2), "min_p", 2),
     (lambda: build_warpers(top_k=0, do_sample=False), "top_k", 0),
     (lambda: build_warpers(do_sample="yes"), "do_sample", "yes"),
-    (lambda: Chain(TopK), "warpers[0]", TopK), (lambda: Chain(Greedy(), 5), "warpers[1]", 5),
+    (lambda: Chain(TopKWarper), "warpers[0]", TopKWarper),
+    (lambda: Chain(Greedy(), 5), "warpers[1]", 5),
     (lambda: sample_from(torch.zeros(1, 3), torch.Generator(), n=0), "n", 0),
     (lambda: sample_from(torch.zeros(1, 3), None), "generator", None),
     (lambda: sample_from(torch.zeros(1, 3), 0), "generator", 0),
@@ -309,11 +314,11 @@ def test_sample_from_is_reproducible_and_leaves_global_rng_alone():
 
 def test_sample_from_draws_only_kept_tokens_at_their_probabilities():
     x = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
-    warped = Chain(TopK(2))(x)
+    warped = Chain(TopKWarper(2))(x)
     draws = sample_from(warped, torch.Generator().manual_seed(0), n=20_000)[0]
     assert set(draws.tolist()) == {2, 3}
     freq = torch.bincount(draws, minlength=4).float() / draws.numel()
-    torch.testing.assert_close(freq, probabilities(x, TopK(2))[0], atol=0.015, rtol=0)
+    torch.testing.assert_close(freq, probabilities(x, TopKWarper(2))[0], atol=0.015, rtol=0)
 
 
 def test_docstring_examples_run():

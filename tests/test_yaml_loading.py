@@ -22,7 +22,7 @@ from logitprobe._evidence import short
 from logitprobe.behaviour import (BehaviourFileError, check_case, load_suite, parse_suite,
                                   token_problem)
 from logitprobe.errors import InvalidArgument, LogitProbeError, PromptError
-from logitprobe.interventions import from_json, from_yaml, load
+from logitprobe.interventions import from_json, from_yaml, load_specs
 
 DATA = Path(__file__).resolve().parent / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,9 +39,9 @@ _GUARDED = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 from logitprobe.behaviour import load_suite
-from logitprobe.interventions import load
+from logitprobe.interventions import load_specs
 try:
-    (load_suite if sys.argv[1] == "suite" else load)(sys.argv[2])
+    (load_suite if sys.argv[1] == "suite" else load_specs)(sys.argv[2])
 except BaseException as exc:
     print(type(exc).__name__, exc)
 """
@@ -178,7 +178,7 @@ def test_duplicate_key_in_a_spec_file_names_the_spec(tmp_path):
                     "  - kind: set_logit\n    token: ' b'\n    to: max+1\n    to: min\n")
     with pytest.raises(InvalidArgument, match=r"specs.yaml: interventions\[1\], line 6: key 'to' "
                                               r"is given twice \(first at line 5\)"):
-        load(path)
+        load_specs(path)
     with pytest.raises(InvalidArgument, match="key 'to' is given twice"):
         from_json('[{"kind": "set_logit", "token": " b", "to": "max", "to": "min"}]')
 
@@ -196,7 +196,7 @@ def test_non_utf8_bytes_name_the_file_and_byte(tmp_path, data, offset, line):
     spec = tmp_path / "specs.yaml"
     spec.write_bytes(data)
     with pytest.raises(InvalidArgument, match=f"specs.yaml'?: not UTF-8 text: byte {offset} "):
-        load(spec)
+        load_specs(spec)
 
 
 def test_non_utf8_file_is_a_usage_error_in_the_cli(tmp_path, capsys):

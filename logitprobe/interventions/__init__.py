@@ -9,6 +9,9 @@ Pass specs to any query (``probe.next_token(p, interventions=[spec])``, ``score`
 ``generate``, the assertion helpers) or scope them to a block with
 ``with probe.intervene(spec): ...``. See docs/interventions.md.
 
+Spec files are written and read by ``dump_specs`` and ``load_specs`` (formerly
+``dump`` and ``load``, deprecated aliases now: ``logitprobe.load`` loads a model).
+
 The spec classes and (de)serializers import no torch; the compiled form,
 comparisons, sweeps and plots are imported on first use.
 """
@@ -18,8 +21,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .._deprecation import renamed
 from .grammar import Expression
-from .serialize import dump, from_dict, from_json, from_yaml, load, to_dict, to_json, to_yaml
+from .serialize import (dump_specs, from_dict, from_json, from_yaml, load_specs, to_dict, to_json,
+                        to_yaml)
 from .specs import (AddLogit, BanTokens, Match, MeanAblate, Patch, Scale, ScaleLogit, SetLogit,
                     Spec, Steer, ZeroAblate)
 
@@ -36,12 +41,15 @@ _LAZY = {
 __all__ = [
     "AddLogit", "BanTokens", "Comparison", "Expression", "InterventionNotFired", "Interventions",
     "Match", "MeanAblate", "Patch", "PatchSweep", "Scale", "ScaleLogit", "SetLogit", "Spec",
-    "Steer", "TokenChange", "ZeroAblate", "dump", "from_dict", "from_json", "from_yaml", "load",
-    "plot_comparison", "plot_patch_sweep", "to_dict", "to_json", "to_yaml",
+    "Steer", "TokenChange", "ZeroAblate", "dump_specs", "from_dict", "from_json", "from_yaml",
+    "load_specs", "plot_comparison", "plot_patch_sweep", "to_dict", "to_json", "to_yaml",
 ]
+_RENAMED = {"dump": "dump_specs", "load": "load_specs"}  # old name -> new; the old one warns
 
 
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        return renamed(__name__, name, _RENAMED[name], globals()[_RENAMED[name]])
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'logitprobe.interventions' has no attribute {name!r}")

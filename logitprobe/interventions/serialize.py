@@ -6,7 +6,10 @@
 >>> from_dict(to_dict(spec)) == spec
 True
 
-A YAML file holds a list of specs, or a mapping with one key, ``interventions``::
+:func:`dump_specs` and :func:`load_specs` write and read a file of specs (named so they
+are not mistaken for :func:`logitprobe.load`, which loads a model; the old names
+``dump`` and ``load`` still work and warn). A YAML file holds a list of specs, or a
+mapping with one key, ``interventions``::
 
     interventions:
       - kind: set_logit
@@ -26,13 +29,14 @@ from typing import Any, Iterable
 
 import yaml
 
+from .._deprecation import renamed
 from .._safe_yaml import compose, construct, decode, duplicate_key
 from .._text import short
 from ..errors import InvalidArgument
 from .specs import SPEC_TYPES, Spec, spec_fields
 
-__all__ = ["coerce", "dump", "from_dict", "from_json", "from_yaml", "load", "to_dict", "to_json",
-           "to_yaml"]
+__all__ = ["coerce", "dump_specs", "from_dict", "from_json", "from_yaml", "load_specs", "to_dict",
+           "to_json", "to_yaml"]
 
 
 def to_dict(spec: Spec) -> dict[str, Any]:
@@ -97,7 +101,7 @@ def coerce(interventions: Any) -> tuple[Spec, ...]:
             raise InvalidArgument(f"interventions={str(interventions)!r}: a str must be the path "
                                   "of a .yaml or .json file of specs; pass specs as objects, "
                                   "e.g. [SetLogit(' coffee', to='max+10')]")
-        return tuple(load(path))
+        return tuple(load_specs(path))
     if isinstance(interventions, (list, tuple)):
         out: list[Spec] = []
         for i, item in enumerate(interventions):
@@ -178,8 +182,11 @@ def _item_at(node: Any, index: int, source: str) -> str:
     return source
 
 
-def dump(specs: Spec | Iterable[Spec], path: str | os.PathLike | None = None) -> str:
-    """YAML text of ``specs`` (written to ``path`` too when given; ``.json`` writes JSON)."""
+def dump_specs(specs: Spec | Iterable[Spec], path: str | os.PathLike | None = None) -> str:
+    """YAML text of ``specs`` (written to ``path`` too when given; ``.json`` writes JSON).
+
+    Formerly ``dump`` (a deprecated alias now).
+    """
     json_file = path is not None and Path(path).suffix.lower() == ".json"
     text = to_json(specs, indent=2) + "\n" if json_file else to_yaml(specs)
     if path is not None:
@@ -187,8 +194,11 @@ def dump(specs: Spec | Iterable[Spec], path: str | os.PathLike | None = None) ->
     return text
 
 
-def load(path: str | os.PathLike) -> list[Spec]:
-    """The specs of a YAML (or ``.json``) file; errors name the file and the field."""
+def load_specs(path: str | os.PathLike) -> list[Spec]:
+    """The specs of a YAML (or ``.json``) file; errors name the file and the field.
+
+    Formerly ``load`` (a deprecated alias now; :func:`logitprobe.load` loads a model).
+    """
     path = Path(path)
     try:
         text = decode(path.read_bytes(), f"interventions file {str(path)!r}", InvalidArgument)
@@ -222,3 +232,10 @@ def _did_you_mean(word: Any, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+_RENAMED = {"dump": "dump_specs", "load": "load_specs"}  # old name -> new; the old one warns
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        return renamed(__name__, name, _RENAMED[name], globals()[_RENAMED[name]])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
