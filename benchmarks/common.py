@@ -7,6 +7,7 @@ and noisy, absolute times vary).
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import statistics
 import time
@@ -129,13 +130,24 @@ def _rss_mb(field_name: str) -> float:
     raise OSError(field_name)
 
 
+def _trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: measure without
+        pass
+
+
 def peak_memory(fn: Callable[[], Any], device: str) -> float:
     """Peak memory of one ``fn()`` above what was in use before it, in MB.
 
     CUDA: the allocator's peak. CPU: the process's resident-set high-water mark
     (reset through ``/proc/self/clear_refs`` first); 0.0 where that is unavailable.
+    Before it, glibc's ``malloc_trim(0)`` hands freed memory back to the system, so
+    that memory a previous call freed and this one reuses counts as growth (else
+    whichever side runs second reads about 0).
     """
     gc.collect()
+    _trim()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

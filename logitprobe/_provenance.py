@@ -17,28 +17,37 @@ from ._text import clip
 from .errors import InvalidArgument
 from .interventions.serialize import coerce
 
-__all__ = ["SAMPLES", "dtype_name", "fingerprint", "library_versions", "provenance", "side_label",
-           "side_labels"]
+__all__ = ["SAMPLES", "SCHEMES", "dtype_name", "fingerprint", "fingerprint_like",
+           "library_versions", "provenance", "side_label", "side_labels"]
 
 SAMPLES = 64  # strided samples per parameter tensor in the fingerprint
+SCHEMES = ("sg2", "sg1")  # the current one first
 _FINGERPRINTS: WeakKeyDictionary = WeakKeyDictionary()
 
 
-def fingerprint(probe: Any) -> str:
+def fingerprint(probe: Any, scheme: str = "sg2") -> str:
     """A cheap fingerprint of the model's weights, the same in every dtype and on every device.
 
     SHA-256 over each parameter tensor's shape and the **signs** of ``SAMPLES`` (64)
-    evenly strided entries (|w| < 1e-6 counts as 0), in ``named_parameters`` order.
+    evenly strided entries (|w| < 1e-6 counts as 0), in parameter order.
     Signs survive float32 -> bfloat16/float16 casts and device moves, while other
     weights (another checkpoint, a fine-tune, a zeroed layer) change many of them.
     Cached per probe (weights edited in place afterwards are not noticed).
+
+    ``scheme``: ``"sg2"`` (the default) reads the Hugging Face model's parameters
+    (``probe.backend.parameters()``: the same before and after a deferred bridge
+    boots, and no boot needed); ``"sg1"``, what snapshots written before deferred
+    booting hold, reads the bridge's parameters (and boots it).
     """
-    cached = _FINGERPRINTS.get(probe)
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r}: one of {', '.join(SCHEMES)}")
+    cached = _FINGERPRINTS.get(probe, {}).get(scheme)
     if cached is not None:
         return cached
+    params = probe.backend.parameters() if scheme == "sg2" else probe.model.parameters()
     h = hashlib.sha256()
     with torch.no_grad():
-        for _, p in probe.model.named_parameters():
+        for p in params:
             h.update(repr(tuple(p.shape)).encode())
             if p.is_meta or p.numel() == 0:
                 continue
@@ -49,15 +58,21 @@ def fingerprint(probe: Any) -> str:
             s = flat[idx].float()
             signs = (s > 1e-6).to(torch.int8) - (s < -1e-6).to(torch.int8)
             h.update(bytes((signs + 1).cpu().tolist()))
-    value = "sg1:" + h.hexdigest()[:16]
-    _FINGERPRINTS[probe] = value
+    value = f"{scheme}:" + h.hexdigest()[:16]
+    _FINGERPRINTS.setdefault(probe, {})[scheme] = value
     return value
+
+
+def fingerprint_like(probe: Any, stored: str) -> str:
+    """This probe's fingerprint in the scheme of a ``stored`` one (``"sg1:..."``)."""
+    scheme = stored.split(":", 1)[0]
+    return fingerprint(probe, scheme if scheme in SCHEMES else "sg2")
 
 
 def dtype_name(probe: Any) -> str | None:
     """The dtype of the probe's first parameter (``"float32"``), None when it has none."""
     try:
-        return str(next(iter(probe.model.parameters())).dtype).replace("torch.", "")
+        return str(next(iter(probe.backend.parameters())).dtype).replace("torch.", "")
     except (AttributeError, StopIteration, TypeError):
         return None
 

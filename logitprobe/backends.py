@@ -72,7 +72,7 @@ class BridgeBackend(_Watched):
     (:mod:`logitprobe.twin`: same parameters, checked to give the bridge's logits;
     a KV-cached step is about 25% faster on CPU, a batched forward a few percent).
 
-    Deferred boot (:meth:`deferred`): ``load()`` hands over the plain Hugging Face
+    Deferred boot (``deferred=``): ``load()`` hands over the plain Hugging Face
     model and a :class:`~logitprobe._boot.Boot`. Unhooked forwards run that model
     (it is what the twin would be); the bridge is booted, and TransformerLens
     imported, only when something needs it: ``probe.model``, a hook, an intervention,
@@ -83,26 +83,21 @@ class BridgeBackend(_Watched):
 
     kind = "bridge"
 
-    def __init__(self, bridge: Any):
+    def __init__(self, bridge: Any = None, *, deferred: Deferred | None = None):
+        """Wrap a booted ``bridge``, or (``deferred=``) a plain model and the boot to run later."""
+        if (bridge is None) == (deferred is None):
+            raise TypeError("BridgeBackend needs a bridge or deferred=, not both")
         self._bridge = bridge
-        self._plain: torch.nn.Module | None = None  # the HF model, until the bridge is booted
-        self._boot: Boot | None = None
+        self._plain: torch.nn.Module | None = None if deferred is None else deferred.plain
+        # How to boot the bridge later (None once booted or when given booted); copied by
+        # deepcopy(probe), which keeps a copy unbooted.
+        self.boot_plan: Boot | None = None if deferred is None else deferred.boot
         self._aliases: dict[tuple, tuple] = {}  # bridge weights key at boot -> plain key before
         self.use_twin = True
         self._twins: Any = None
-        self._set_cfg(bridge.cfg)
-        self._watch(bridge)
-
-    @classmethod
-    def deferred(cls, plain: torch.nn.Module, boot: Boot) -> "BridgeBackend":
-        """A backend that runs ``plain`` until a bridge is needed, then boots one on it."""
-        self = cls.__new__(cls)
-        self._bridge, self._plain, self._boot, self._aliases = None, plain, boot, {}
-        self.use_twin = True
-        self._twins = None
-        self._set_cfg(PlainConfig.of(plain, boot.name))
-        self._watch(plain)
-        return self
+        self._set_cfg(bridge.cfg if bridge is not None
+                      else PlainConfig.of(self._plain, self.boot_plan.name))
+        self._watch(bridge if bridge is not None else self._plain)
 
     def _set_cfg(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -148,10 +143,10 @@ class BridgeBackend(_Watched):
             raise LogitProbeError(
                 f"cannot boot the TransformerBridge: the plain model of {short(self.cfg.model_name)} "
                 f"carries something booting would drop ({exc}); remove it first") from None
-        bridge = self._boot(tree)
+        bridge = self.boot_plan(tree)
         _check_same_shape(self.cfg, bridge.cfg)
         share_lock(plain, bridge)
-        self._bridge, self._plain = bridge, None
+        self._bridge, self._plain, self.boot_plan = bridge, None, None
         self.cfg = bridge.cfg
         self._hooks_watch, self._weights_watch = HooksWatch(bridge), WeightsWatch(bridge)
         self._twins = TwinCache(bridge)
@@ -293,7 +288,7 @@ def _check_same_shape(plain: Any, booted: Any) -> None:
 def backend_for(model: Any) -> BridgeBackend | HookedTransformerBackend:
     """Pick the adapter for a TransformerLens model object (or a deferred boot from load())."""
     if isinstance(model, Deferred):
-        return BridgeBackend.deferred(model.plain, model.boot)
+        return BridgeBackend(deferred=model)
     names = {cls.__name__ for cls in type(model).__mro__}
     if "TransformerBridge" in names:
         return BridgeBackend(model)

@@ -77,7 +77,7 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         """
         backend = self.backend
         model = (copy.deepcopy(backend.model, memo) if backend.booted
-                 else Deferred(copy.deepcopy(backend.module, memo), backend._boot))
+                 else Deferred(copy.deepcopy(backend.module, memo), backend.boot_plan))
         copied = Probe(model, self.tokenizer,
                        prepend_bos=self.vocab.prepend_bos, name=self.name,
                        cache_bytes=self.engine.cache_bytes,

@@ -37,7 +37,8 @@ from typing import Any, Sequence
 
 from . import divergence
 # the provenance and the file live in their own modules; every name stays importable from here
-from ._provenance import SAMPLES, fingerprint, library_versions, provenance  # noqa: F401
+from ._provenance import (SAMPLES, fingerprint, fingerprint_like, library_versions,  # noqa: F401
+                          provenance)
 from ._snapshot_file import (FORMAT, Entry, SnapshotFile, StoredCase, StoredToken,  # noqa: F401
                              dumps, rounded)
 from ._text import clip
@@ -310,6 +311,8 @@ def check_snapshot(file: SnapshotFile, key: str, probe: Any, prompts: Sequence[s
         raise SnapshotError(f"{where}: missing (the file {exists}). Write it with pytest "
                             "--logitprobe-snapshot-update, check the file in, and rerun")
     now = provenance(probe)
+    if not update:  # an older file: compare fingerprints in its scheme
+        now["fingerprint"] = fingerprint_like(probe, entry.fingerprint)
     query = (tuple(prompts), k, position, interventions_key(interventions))
     if entry.query() != query:
         if update:

@@ -13,6 +13,11 @@ import os
 
 import pytest
 
+# load() boots TransformerLens lazily. Import it here, once: pytester's in-process runs restore
+# sys.modules afterwards, and a second import of TransformerLens (its `datasets` dependency)
+# fails to re-register pyarrow extension types.
+import transformer_lens.model_bridge  # noqa: F401
+
 import logitprobe
 from logitprobe.testing import build_random_gpt2
 

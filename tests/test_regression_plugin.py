@@ -107,7 +107,7 @@ def test_other_weights_fail_loudly_unless_opted_in(pytester, run, tiny_gpt2_dir,
     result = pytester.runpytest(f"--logitprobe-model={other}", *QUIET, "-k", "pair")
     result.assert_outcomes(failed=1, deselected=2)
     result.stdout.fnmatch_lines(["*the snapshot was taken with other weights: model *"
-                                 "(fingerprint sg1:*), this run has * (fingerprint sg1:*)*"])
+                                 "(fingerprint sg2:*), this run has * (fingerprint sg2:*)*"])
     result = pytester.runpytest(f"--logitprobe-model={other}", *QUIET, "-k", "pair",
                                 "--logitprobe-snapshot-any-model")
     result.assert_outcomes(failed=1, deselected=2)
@@ -180,3 +180,28 @@ def test_baseline_option_adds_a_flips_table(pytester, run, tiny_gpt2_dir, tiny):
     result.stdout.fnmatch_lines(["*logitprobe verdict flips against the baseline*",
                                  "2 cases: 2 pass under * (float32), * under * (bfloat16); "
                                  "* regression(s), 0 fix(es); exact McNemar p = *"])
+
+
+def test_snapshots_with_the_older_fingerprint_scheme_still_compare(pytester, run, tiny_gpt2_dir):
+    # Files written before deferred booting hold "sg1:" fingerprints of the bridge's
+    # parameters (GPT-2's bridge adds tensors, so the two schemes differ there).
+    from logitprobe import loading
+    from logitprobe._provenance import fingerprint
+
+    pytester.makepyfile(test_geo=SUITE)
+    run("--logitprobe-snapshot-update").assert_outcomes(passed=3)
+    loading._LOADED.clear()
+    probe = logitprobe.load(str(tiny_gpt2_dir), device="cpu")
+    loading._LOADED.clear()
+    sg1, sg2 = fingerprint(probe, "sg1"), fingerprint(probe, "sg2")
+    assert sg1.startswith("sg1:") and sg2.startswith("sg2:") and sg1[4:] != sg2[4:]
+    [path] = (pytester.path / "__snapshots__").glob("*.snap.yaml")
+    text = path.read_text()
+    assert sg2 in text
+    path.write_text(text.replace(sg2, sg1))
+    run().assert_outcomes(passed=3)
+    other = sg1[:-4] + ("0000" if not sg1.endswith("0000") else "1111")  # other weights
+    path.write_text(text.replace(sg2, other))
+    result = run("-k", "pair")
+    result.assert_outcomes(failed=1, deselected=2)
+    result.stdout.fnmatch_lines(["*the snapshot was taken with other weights*"])
