@@ -25,7 +25,7 @@ import torch
 
 from . import divergence
 from ._provenance import side_labels
-from ._text import clip
+from ._text import Table, clip
 from ._verdict_flips import (CaseOutcome, Flips, failure_text, mcnemar_exact,  # noqa: F401
                              suite_flips)
 from .assertions import LogitAssertionError
@@ -187,18 +187,16 @@ class ModelDiff:
     def table(self, rows: Sequence[PromptDiff], title: str | None = None) -> str:
         """``# | prompt | KL(b||c) | KL(c||b) | TV | top-1 | top-k`` plus named tokens' ranks."""
         named = [c.token for c in rows[0].changes] if rows else []
-        head = (f"  {'#':>4} | {'prompt':<32} | {'KL(b||c)':>9} | {'KL(c||b)':>9} | {'TV':>6} | "
-                f"{'top-1 (baseline -> candidate)':<30} | {'top-' + str(self.k):>6}")
-        head += "".join(f" | {clip(repr(t), 16):>16}" for t in named)
-        lines = ([title] if title else []) + [head, "  " + "-" * (len(head) - 2)]
+        table = Table(("#", ">4"), ("prompt", "<32"), ("KL(b||c)", ">9"), ("KL(c||b)", ">9"),
+                      ("TV", ">6.3f"), ("top-1 (baseline -> candidate)", "<30"),
+                      (f"top-{self.k}", ">6.0%"), *((clip(repr(t), 16), ">16") for t in named))
+        lines = ([title] if title else []) + table.header()
         for p in rows:
             top1 = f"{p.baseline_top1!r} (same)" if p.top1_agrees else \
                 f"{p.baseline_top1!r} -> {p.candidate_top1!r}"
-            line = (f"  {p.index:>4} | {clip(repr(p.prompt), 32):<32} | {_fmt(p.kl):>9} | "
-                    f"{_fmt(p.kl_reverse):>9} | {p.tv:>6.3f} | {clip(top1, 30):<30} | "
-                    f"{p.top_k_overlap:>6.0%}")
-            line += "".join(f" | {f'{c.rank_before} -> {c.rank_after}':>16}" for c in p.changes)
-            lines.append(line)
+            lines.append(table.row(p.index, repr(p.prompt), _fmt(p.kl), _fmt(p.kl_reverse), p.tv,
+                                   top1, p.top_k_overlap,
+                                   *(f"{c.rank_before} -> {c.rank_after}" for c in p.changes)))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -208,16 +206,15 @@ class ModelDiff:
 
     def __str__(self) -> str:
         qs = QUANTILES
-        head = f"  {'':<10} | " + " | ".join(f"{_percentile(q):>9}" for q in qs)
+        table = Table(("", "<10"), *((_percentile(q), ">9") for q in qs))
         lines = [f"{self.baseline} (baseline) vs {self.candidate} (candidate), "
                  f"{len(self)} prompt(s)",
                  f"top-1 agreement: {self.top1_agreement:.1%} "
                  f"({sum(p.top1_agrees for p in self.prompts)} of {len(self)}); "
                  f"mean top-{self.k} overlap: {self.mean_top_k_overlap:.1%}",
-                 head, "  " + "-" * (len(head) - 2)]
+                 *table.header()]
         for stat, label in (("kl", "KL(b||c)"), ("kl_reverse", "KL(c||b)"), ("tv", "TV")):
-            lines.append(f"  {label:<10} | " + " | ".join(f"{_fmt(v):>9}"
-                                                          for v in self.quantiles(stat, qs).values()))
+            lines.append(table.row(label, *map(_fmt, self.quantiles(stat, qs).values())))
         lines += ["", self.table(self.worst(10), title="prompts that changed most (by KL):")]
         return "\n".join(lines)
 

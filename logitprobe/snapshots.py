@@ -41,7 +41,7 @@ from ._provenance import (SAMPLES, fingerprint, fingerprint_like, library_versio
                           provenance)
 from ._snapshot_file import (FORMAT, Entry, SnapshotFile, StoredCase, StoredToken,  # noqa: F401
                              dumps, rounded)
-from ._text import clip
+from ._text import Table, clip
 from .errors import InvalidArgument, LogitAssertionError, SnapshotError
 from .interventions.serialize import coerce, to_dict
 from .tokens import check_k
@@ -261,17 +261,16 @@ def _rows_table(rows: Sequence[TokenRow], show: int) -> str:
     # beyond tolerance first, largest change first (entered tokens have no stored value)
     changed.sort(key=lambda r: (not r.over, -(math.inf if r.logprob_before is None
                                                else abs(r.logprob_after - r.logprob_before))))
-    head = (f"    {'status':<7} | {'token':<20} | {'id':>7} | {'rank':>9} | {'logprob stored -> now':>23} "
-            f"| {'change':>8}")
-    lines = [head, "    " + "-" * (len(head) - 4)]
+    table = Table(("status", "<7"), ("token", "<20"), ("id", ">7"), ("rank", ">9"),
+                  ("logprob stored -> now", ">23"), ("change", ">8"))
+    lines = ["  " + line for line in table.header()]
     for r in changed[:show]:
         rank = f"{r.rank_before if r.rank_before else '-'} -> {r.rank_after}"
         before = "-" if r.logprob_before is None else f"{r.logprob_before:.4f}"
         delta = "" if r.logprob_before is None else f"{r.logprob_after - r.logprob_before:+.4f}"
-        mark = "!" if r.over else " "
-        lines.append(f"  {mark} {r.status:<7} | {clip(repr(r.token), 20):<20} | {r.id:>7} | "
-                     f"{rank:>9} | {before + ' -> ' + format(r.logprob_after, '.4f'):>23} | "
-                     f"{delta:>8}")
+        lines.append("  " + table.row(r.status, repr(r.token), r.id, rank,
+                                      f"{before} -> {r.logprob_after:.4f}", delta,
+                                      mark="!" if r.over else " "))
     if len(changed) > show:
         lines.append(f"    ... {len(changed) - show} more")
     lines.append("    (! beyond tolerance; entered/left: in the top k now/only in the snapshot; "
