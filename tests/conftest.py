@@ -10,13 +10,19 @@ benchmarks, subprocess runs of the command line).
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
+import torch
 
 # load() boots TransformerLens lazily. Import it here, once: pytester's in-process runs restore
 # sys.modules afterwards, and a second import of TransformerLens (its `datasets` dependency)
-# fails to re-register pyarrow extension types.
-import transformer_lens.model_bridge  # noqa: F401
+# fails to re-register pyarrow extension types. (TransformerLens 3.x, `make test-tl3`, has
+# no bridge: its top-level package is what the tests import there.)
+try:
+    import transformer_lens.model_bridge  # noqa: F401
+except ImportError:
+    import transformer_lens  # noqa: F401
 
 import logitprobe
 from logitprobe.testing import build_random_gpt2
@@ -31,6 +37,22 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def tiny(tiny_gpt2_dir) -> "logitprobe.Probe":
     return logitprobe.load(str(tiny_gpt2_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tiny_gpt2_dir, tmp_path_factory):
+    """A tiny random Llama-architecture model (RoPE, grouped-query attention)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_gpt2_dir / name, directory / name)
+    return directory
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +113,4 @@ def pytest_configure(config: pytest.Config) -> None:
     # Under pytest-xdist each worker gets one thread: two workers with two threads each on a
     # two-core machine oversubscribe it and run many times slower.
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        import torch
-
         torch.set_num_threads(1)

@@ -10,7 +10,6 @@ global torch hook) boots it first.
 from __future__ import annotations
 
 import copy
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -28,22 +27,6 @@ from logitprobe._boot import PlainConfig
 
 PROMPTS = ["The cat sat on the", "I like oat milk in my", "One two three four five six"]
 ATOL = dict(atol=1e-4, rtol=1e-4)
-
-
-@pytest.fixture(scope="module")
-def tiny_llama_dir(tiny_gpt2_dir, tmp_path_factory):
-    """A tiny random Llama-architecture model (RoPE, grouped-query attention)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    directory = tmp_path_factory.mktemp("tiny-llama-deferred")
-    LlamaForCausalLM(cfg).save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_gpt2_dir / name, directory / name)
-    return directory
 
 
 @pytest.fixture(params=["gpt2", "llama"])
