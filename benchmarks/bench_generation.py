@@ -7,9 +7,10 @@
    (target: >= 3x faster). All must produce the same tokens. GPT-2-small shape
    and the embedded SmolLM2.
 2. 64 sampled continuations of 20 tokens: one call with ``n=64`` (one prompt pass,
-   64 rows per step) vs 64 separate calls (target >= 15x), next to the ceiling
-   this hardware allows: 64 x (one cached 1-row HF forward) / (one cached 64-row
-   HF forward).
+   64 rows per step) vs 64 separate calls, against the ceiling this hardware allows,
+   measured in the same run: 64 x (one cached 1-row HF forward) / (one cached 64-row
+   HF forward). Target: at least 90% of that ceiling (issue 16; a fixed ">= 15x"
+   failed on 2-core machines where batching itself gains only 10-14x).
 3. Where a cached step's time goes: HF's forward, the bridge's forward (hook
    points, reimplemented attention), and logitprobe's ``Decoder.step``.
 """
@@ -115,7 +116,7 @@ def samples(ctx: Context, label: str, probe, hf) -> None:
         return [probe.generate(prompt, max_new_tokens=new, do_sample=True, n=1, seed=s,
                                stop_at_eos=False) for s in range(part)]
 
-    res = interleaved({"batched": batched, "separate": separate}, max(1, ctx.repeats // 2))
+    res = interleaved({"batched": batched, "separate": separate}, max(2, ctx.repeats // 2))
     t_batch = res["batched"][0]
     t_part = res["separate"][0]
     scale = n / part
@@ -126,10 +127,13 @@ def samples(ctx: Context, label: str, probe, hf) -> None:
                    t_batch))
     ctx.add(Result(g, f"{n} samples x {new} tokens, {n} separate calls (scaled from {part})",
                    t_sep.median, "s", t_sep))
-    ctx.add(ratio(g, f"{n} separate calls / one call", t_sep, t_batch, at_least=15))
+    gain = ctx.add(ratio(g, f"{n} separate calls / one call", t_sep, t_batch))
     ceiling = n * one.median / many.median
     ctx.add(Result(g, f"hardware ceiling: {n} x HF 1-row step / HF {n}-row step", ceiling, "x",
                    note="what batching can gain at most on this machine"))
+    share = gain.value / ceiling
+    ctx.add(Result(g, "share of the ceiling reached", share, "", target=">= 0.9",
+                   ok=share >= 0.9))
 
 
 def _cache_kw(hf, cache) -> dict:

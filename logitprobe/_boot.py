@@ -80,6 +80,7 @@ class Deferred:
 
     plain: Any
     boot: Boot
+    cfg: "PlainConfig"
 
 
 @dataclass(frozen=True)
@@ -118,15 +119,20 @@ def defer(hf_model: Any, tokenizer: Any, name: str, device: Any, dtype: Any,
     """Like :func:`_boot_from_hf`, with the boot postponed: ``(Deferred | bridge, tokenizer)``.
 
     A model spread over devices (``device_map=``, ``n_devices=``) is booted now: its
-    accelerate hooks make the plain model unsuitable for the twin's role. The plain
+    accelerate hooks make the plain model unsuitable for the twin's role. So is a model
+    whose config lacks the usual fields (``num_attention_heads``, ...). The plain
     model runs eager attention, as the bridge makes it do (identical logits before and
     after the boot).
     """
-    if any(bridge_kwargs.get(k) is not None for k in PLACEMENT):
+    try:
+        cfg = PlainConfig.of(hf_model, name)
+    except (AttributeError, TypeError, ValueError, StopIteration):
+        cfg = None  # a config without the usual fields: TransformerLens reads it at once
+    if cfg is None or any(bridge_kwargs.get(k) is not None for k in PLACEMENT):
         return _boot_from_hf(hf_model, tokenizer, name, device, dtype, bridge_kwargs)
     if device is not None:
         hf_model = hf_model.to(device)
     if hasattr(hf_model, "set_attn_implementation"):
         hf_model.set_attn_implementation("eager")
     boot = Boot(name, tokenizer, device, dtype, dict(bridge_kwargs))
-    return Deferred(hf_model.eval(), boot), tokenizer
+    return Deferred(hf_model.eval(), boot, cfg), tokenizer

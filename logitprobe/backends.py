@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ._boot import Boot, Deferred, PlainConfig
+from ._boot import Boot, Deferred
 from ._text import short
 from .errors import InvalidArgument, LogitProbeError
 from .engine import model_lock, share_lock
@@ -95,8 +95,7 @@ class BridgeBackend(_Watched):
         self._aliases: dict[tuple, tuple] = {}  # bridge weights key at boot -> plain key before
         self.use_twin = True
         self._twins: Any = None
-        self._set_cfg(bridge.cfg if bridge is not None
-                      else PlainConfig.of(self._plain, self.boot_plan.name))
+        self._set_cfg(bridge.cfg if bridge is not None else deferred.cfg)
         self._watch(bridge if bridge is not None else self._plain)
 
     def _set_cfg(self, cfg: Any) -> None:

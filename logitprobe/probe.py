@@ -76,8 +76,9 @@ class Probe(GenerationMixin, InterventionMixin, LensMixin):
         copied, so the copy is rebuilt rather than cloned field by field.
         """
         backend = self.backend
-        model = (copy.deepcopy(backend.model, memo) if backend.booted
-                 else Deferred(copy.deepcopy(backend.module, memo), backend.boot_plan))
+        with backend.lock:  # not while another thread boots the bridge
+            model = (copy.deepcopy(backend.model, memo) if backend.booted else
+                     Deferred(copy.deepcopy(backend.module, memo), backend.boot_plan, backend.cfg))
         copied = Probe(model, self.tokenizer,
                        prepend_bos=self.vocab.prepend_bos, name=self.name,
                        cache_bytes=self.engine.cache_bytes,

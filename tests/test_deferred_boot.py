@@ -239,3 +239,14 @@ def test_a_fresh_process_answering_without_hooks_never_imports_transformer_lens(
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=300, check=True).stdout
     assert out.split() == ["before", "False", "after", "True"]
+
+
+def test_a_config_without_the_usual_fields_is_booted_at_once(tiny_gpt2_dir, monkeypatch):
+    def unreadable(cls, hf_model, name):
+        raise AttributeError("'SomeConfig' object has no attribute 'num_attention_heads'")
+
+    monkeypatch.setattr(PlainConfig, "of", classmethod(unreadable))
+    probe = fresh(tiny_gpt2_dir, monkeypatch)
+    assert probe.backend.booted  # TransformerLens reads such a config itself
+    torch.testing.assert_close(probe.next_token(PROMPTS[0]).logits,
+                               hf_logits(tiny_gpt2_dir, PROMPTS[0]), **ATOL)
