@@ -4,7 +4,7 @@ Tests are selectable by cost: ``pytest -m "not slow"`` (``make test-fast``) runs
 tests on the tiny random models; ``pytest`` runs everything. A test is ``slow`` when it is
 marked so, needs the embedded SmolLM2 model (a ``smol*`` fixture or parameter), runs pytest through
 ``pytester``, or lives in a module listed in ``SLOW_MODULES`` (docs, examples, notebooks,
-benchmarks, subprocess runs of the command line).
+benchmarks, multi-process torchrun runs, subprocess runs of the command line).
 """
 
 from __future__ import annotations
@@ -94,8 +94,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 SLOW_FIXTURES = {"smol", "smol_hf", "smol_hf_dir", "pytester"}
-SLOW_MODULES = {"test_benchmarks", "test_docs", "test_examples", "test_hooked_transformer",
-                "test_interventions_smol", "test_notebook", "test_smollm2"}
+SLOW_MODULES = {"test_benchmarks", "test_distributed", "test_docs", "test_examples",
+                "test_hooked_transformer", "test_interventions_smol", "test_notebook",
+                "test_smollm2"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

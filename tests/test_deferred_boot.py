@@ -226,6 +226,7 @@ def test_any_order_of_queries_and_boot_matches_an_uncached_booted_probe(tiny_gpt
                 reference.generate(p, max_new_tokens=3).token_ids)
 
 
+@pytest.mark.slow  # a fresh interpreter: ~5 s
 def test_a_fresh_process_answering_without_hooks_never_imports_transformer_lens(tiny_gpt2_dir):
     script = textwrap.dedent(f"""
         import sys, logitprobe

@@ -122,6 +122,10 @@ def test_no_hook_remains_after_queries_assertions_and_errors(tiny, no_leaks):
 def test_user_hooks_survive_interventions(tiny):
     """TransformerLens #1636: only logitprobe's own hooks are removed."""
     calls = []
+    # The first compile of an activation spec on a hook runs one small shape-check forward
+    # (read once per probe); do it first, so that only the queries below reach the user hook
+    # whatever ran before this test on the shared probe.
+    tiny.next_token("warm up", interventions=[ZeroAblate("blocks.0.attn.hook_z", heads=[0])])
     point = tiny.model.hook_dict["blocks.0.hook_resid_post"]
     handle = point.add_hook(lambda x, hook: calls.append(x.shape))
     try:
