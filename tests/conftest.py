@@ -34,6 +34,20 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory):
     return build_random_gpt2(tmp_path_factory.getbasetemp() / "tiny-gpt2", size="tiny")
 
 
+def private_load(model, **kwargs) -> "logitprobe.Probe":
+    """A probe of its own: load() as a new process would do it, leaving load()'s shared
+    probes (the session fixtures') in place."""
+    from logitprobe import loading
+
+    saved = dict(loading._LOADED)
+    loading._LOADED.clear()
+    try:
+        return logitprobe.load(str(model), **kwargs)
+    finally:
+        loading._LOADED.clear()
+        loading._LOADED.update(saved)
+
+
 @pytest.fixture(scope="session")
 def tiny(tiny_gpt2_dir) -> "logitprobe.Probe":
     return logitprobe.load(str(tiny_gpt2_dir), device="cpu")

@@ -21,9 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import logitprobe
-from logitprobe import ModelUnavailableError, _boot, loading
+from logitprobe import ModelUnavailableError, _boot
 from logitprobe import interventions as iv
 from logitprobe._boot import PlainConfig
+
+from conftest import private_load
 
 PROMPTS = ["The cat sat on the", "I like oat milk in my", "One two three four five six"]
 ATOL = dict(atol=1e-4, rtol=1e-4)
@@ -34,10 +36,9 @@ def model_dir(request, tiny_gpt2_dir):
     return tiny_gpt2_dir if request.param == "gpt2" else request.getfixturevalue("tiny_llama_dir")
 
 
-def fresh(directory, monkeypatch) -> logitprobe.Probe:
+def fresh(directory) -> logitprobe.Probe:
     """A probe as a new process's load() makes it (nothing shared with other tests)."""
-    monkeypatch.setattr(loading, "_LOADED", {})
-    return logitprobe.load(str(directory), device="cpu")
+    return private_load(directory, device="cpu")
 
 
 def hf_logits(directory, prompt: str, hook=None) -> torch.Tensor:
@@ -55,8 +56,8 @@ def hf_logits(directory, prompt: str, hook=None) -> torch.Tensor:
             handle.remove()
 
 
-def test_load_defers_the_bridge_until_something_needs_it(model_dir, monkeypatch):
-    probe = fresh(model_dir, monkeypatch)
+def test_load_defers_the_bridge_until_something_needs_it(model_dir):
+    probe = fresh(model_dir)
     assert not probe.backend.booted
     probe.next_token(PROMPTS)
     probe.score(PROMPTS[0], " mat")
@@ -66,9 +67,9 @@ def test_load_defers_the_bridge_until_something_needs_it(model_dir, monkeypatch)
     assert type(probe.model).__name__ == "TransformerBridge" and probe.backend.booted
 
 
-def test_answers_are_the_same_before_across_and_after_the_boot(model_dir, monkeypatch):
-    lazy = fresh(model_dir, monkeypatch)
-    eager = fresh(model_dir, monkeypatch)
+def test_answers_are_the_same_before_across_and_after_the_boot(model_dir):
+    lazy = fresh(model_dir)
+    eager = fresh(model_dir)
     eager.model  # booted before any query
     eager.engine.cache_bytes = 0
     before = lazy.next_token(PROMPTS)
@@ -81,12 +82,12 @@ def test_answers_are_the_same_before_across_and_after_the_boot(model_dir, monkey
         torch.testing.assert_close(e.logits, want, **ATOL)
     # Greedy generation before the boot equals generation through the bridge itself.
     eager.backend.use_twin = False
-    g_lazy = fresh(model_dir, monkeypatch).generate(PROMPTS[2], max_new_tokens=6)
+    g_lazy = fresh(model_dir).generate(PROMPTS[2], max_new_tokens=6)
     assert list(g_lazy.token_ids) == list(eager.generate(PROMPTS[2], max_new_tokens=6).token_ids)
 
 
-def test_cached_answers_survive_the_boot_only_with_the_same_weights(tiny_gpt2_dir, monkeypatch):
-    probe = fresh(tiny_gpt2_dir, monkeypatch)
+def test_cached_answers_survive_the_boot_only_with_the_same_weights(tiny_gpt2_dir):
+    probe = fresh(tiny_gpt2_dir)
     first = probe.next_token(PROMPTS[0]).logits
     forwards = probe.stats.forwards
     probe.model
@@ -99,8 +100,8 @@ def test_cached_answers_survive_the_boot_only_with_the_same_weights(tiny_gpt2_di
     assert not torch.allclose(edited, first, **ATOL)  # the edit is seen, not a cached answer
 
 
-def test_an_intervention_boots_the_bridge_and_applies(model_dir, monkeypatch):
-    probe = fresh(model_dir, monkeypatch)
+def test_an_intervention_boots_the_bridge_and_applies(model_dir):
+    probe = fresh(model_dir)
     clean = probe.next_token(PROMPTS[0])
     target = clean.top(5)[4]
     boosted = probe.next_token(PROMPTS[0], interventions=[iv.SetLogit(target.token, to="max+10")])
@@ -109,9 +110,8 @@ def test_an_intervention_boots_the_bridge_and_applies(model_dir, monkeypatch):
     assert torch.equal(probe.next_token(PROMPTS[0]).logits, clean.logits)  # clean again
 
 
-def test_a_global_torch_hook_before_the_boot_is_honoured_and_never_cached(tiny_gpt2_dir,
-                                                                          monkeypatch):
-    probe = fresh(tiny_gpt2_dir, monkeypatch)
+def test_a_global_torch_hook_before_the_boot_is_honoured_and_never_cached(tiny_gpt2_dir):
+    probe = fresh(tiny_gpt2_dir)
     clean = probe.next_token(PROMPTS[0]).logits
 
     def boost(module, args, output):  # the unembedding: the one Linear with 1000 outputs
@@ -132,8 +132,8 @@ def test_a_global_torch_hook_before_the_boot_is_honoured_and_never_cached(tiny_g
     torch.testing.assert_close(probe.next_token(PROMPTS[0]).logits, clean, **ATOL)
 
 
-def test_a_deep_copy_before_the_boot_is_deferred_and_independent(tiny_gpt2_dir, monkeypatch):
-    probe = fresh(tiny_gpt2_dir, monkeypatch)
+def test_a_deep_copy_before_the_boot_is_deferred_and_independent(tiny_gpt2_dir):
+    probe = fresh(tiny_gpt2_dir)
     twin = copy.deepcopy(probe)
     assert not probe.backend.booted and not twin.backend.booted
     with torch.no_grad():
@@ -144,8 +144,8 @@ def test_a_deep_copy_before_the_boot_is_deferred_and_independent(tiny_gpt2_dir, 
                                hf_logits(tiny_gpt2_dir, PROMPTS[0]), **ATOL)
 
 
-def test_a_boot_racing_queries_in_other_threads_changes_no_answer(tiny_gpt2_dir, monkeypatch):
-    probe = fresh(tiny_gpt2_dir, monkeypatch)
+def test_a_boot_racing_queries_in_other_threads_changes_no_answer(tiny_gpt2_dir):
+    probe = fresh(tiny_gpt2_dir)
     probe.engine.cache_bytes = 0  # every query is a forward
     want = {p: hf_logits(tiny_gpt2_dir, p) for p in PROMPTS}
     errors: list[BaseException] = []
@@ -167,8 +167,8 @@ def test_a_boot_racing_queries_in_other_threads_changes_no_answer(tiny_gpt2_dir,
     assert not errors, errors[0]
 
 
-def test_plain_config_agrees_with_the_bridge_cfg(model_dir, monkeypatch):
-    probe = fresh(model_dir, monkeypatch)
+def test_plain_config_agrees_with_the_bridge_cfg(model_dir):
+    probe = fresh(model_dir)
     plain = probe.backend.cfg
     assert isinstance(plain, PlainConfig)
     cfg = probe.model.cfg
@@ -179,7 +179,7 @@ def test_plain_config_agrees_with_the_bridge_cfg(model_dir, monkeypatch):
 
 
 def test_a_failed_boot_is_a_named_error_and_queries_keep_working(tiny_gpt2_dir, monkeypatch):
-    probe = fresh(tiny_gpt2_dir, monkeypatch)
+    probe = fresh(tiny_gpt2_dir)
 
     class Broken:
         @staticmethod
@@ -200,11 +200,8 @@ def test_a_failed_boot_is_a_named_error_and_queries_keep_working(tiny_gpt2_dir, 
                     min_size=2, max_size=6),
        which=st.lists(st.integers(0, len(PROMPTS) - 1), min_size=6, max_size=6))
 def test_any_order_of_queries_and_boot_matches_an_uncached_booted_probe(tiny_gpt2_dir, ops, which):
-    loading._LOADED.clear()
-    probe = logitprobe.load(str(tiny_gpt2_dir), device="cpu")
-    loading._LOADED.clear()
-    reference = logitprobe.load(str(tiny_gpt2_dir), device="cpu")
-    loading._LOADED.clear()
+    probe = private_load(tiny_gpt2_dir, device="cpu")
+    reference = private_load(tiny_gpt2_dir, device="cpu")
     reference.model
     reference.engine.cache_bytes = 0
     boost = [iv.AddLogit(" the", amount=4.0)]
@@ -213,8 +210,8 @@ def test_any_order_of_queries_and_boot_matches_an_uncached_booted_probe(tiny_gpt
         if op == "boot":
             probe.model
         elif op == "query":
-            assert torch.equal(probe.next_token(p).logits, reference.next_token(p).logits) or \
-                torch.allclose(probe.next_token(p).logits, reference.next_token(p).logits, **ATOL)
+            torch.testing.assert_close(probe.next_token(p).logits,
+                                       reference.next_token(p).logits, **ATOL)
         elif op == "intervene":
             torch.testing.assert_close(probe.next_token(p, interventions=boost).logits,
                                        reference.next_token(p, interventions=boost).logits, **ATOL)
@@ -247,7 +244,7 @@ def test_a_config_without_the_usual_fields_is_booted_at_once(tiny_gpt2_dir, monk
         raise AttributeError("'SomeConfig' object has no attribute 'num_attention_heads'")
 
     monkeypatch.setattr(PlainConfig, "of", classmethod(unreadable))
-    probe = fresh(tiny_gpt2_dir, monkeypatch)
+    probe = fresh(tiny_gpt2_dir)
     assert probe.backend.booted  # TransformerLens reads such a config itself
     torch.testing.assert_close(probe.next_token(PROMPTS[0]).logits,
                                hf_logits(tiny_gpt2_dir, PROMPTS[0]), **ATOL)

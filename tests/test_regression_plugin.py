@@ -13,6 +13,8 @@ import logitprobe._yaml_items  # noqa: F401
 import logitprobe.assertions  # noqa: F401
 import logitprobe.snapshots  # noqa: F401
 
+from conftest import private_load
+
 pytest_plugins = ["pytester"]
 
 QUIET = ("--logitprobe-device=cpu", "-p", "no:cacheprovider", "-p", "no:unraisableexception",
@@ -185,14 +187,11 @@ def test_baseline_option_adds_a_flips_table(pytester, run, tiny_gpt2_dir, tiny):
 def test_snapshots_with_the_older_fingerprint_scheme_still_compare(pytester, run, tiny_gpt2_dir):
     # Files written before deferred booting hold "sg1:" fingerprints of the bridge's
     # parameters (GPT-2's bridge adds tensors, so the two schemes differ there).
-    from logitprobe import loading
     from logitprobe._provenance import fingerprint
 
     pytester.makepyfile(test_geo=SUITE)
     run("--logitprobe-snapshot-update").assert_outcomes(passed=3)
-    loading._LOADED.clear()
-    probe = logitprobe.load(str(tiny_gpt2_dir), device="cpu")
-    loading._LOADED.clear()
+    probe = private_load(tiny_gpt2_dir, device="cpu")
     sg1, sg2 = fingerprint(probe, "sg1"), fingerprint(probe, "sg2")
     assert sg1.startswith("sg1:") and sg2.startswith("sg2:") and sg1[4:] != sg2[4:]
     [path] = (pytester.path / "__snapshots__").glob("*.snap.yaml")
