@@ -118,8 +118,10 @@ def defer(hf_model: Any, tokenizer: Any, name: str, device: Any, dtype: Any,
           bridge_kwargs: dict) -> tuple[Any, Any]:
     """Like :func:`_boot_from_hf`, with the boot postponed: ``(Deferred | bridge, tokenizer)``.
 
-    A model spread over devices (``device_map=``, ``n_devices=``) is booted now: its
-    accelerate hooks make the plain model unsuitable for the twin's role. So is a model
+    Booted now instead: a model given any bridge option (``n_ctx=``,
+    ``hf_config_overrides=``, ... change what the bridge computes), a model spread over
+    devices (``device_map=``, ``n_devices=``, or an accelerate-dispatched model: its
+    patched forwards make the plain model unsuitable for the twin's role), and a model
     whose config lacks the usual fields (``num_attention_heads``, ...). The plain
     model runs eager attention, as the bridge makes it do (identical logits before and
     after the boot).
@@ -128,7 +130,8 @@ def defer(hf_model: Any, tokenizer: Any, name: str, device: Any, dtype: Any,
         cfg = PlainConfig.of(hf_model, name)
     except (AttributeError, TypeError, ValueError, StopIteration):
         cfg = None  # a config without the usual fields: TransformerLens reads it at once
-    if cfg is None or any(bridge_kwargs.get(k) is not None for k in PLACEMENT):
+    given = {k: v for k, v in bridge_kwargs.items() if v is not None}
+    if cfg is None or given or getattr(hf_model, "hf_device_map", None):
         return _boot_from_hf(hf_model, tokenizer, name, device, dtype, bridge_kwargs)
     if device is not None:
         hf_model = hf_model.to(device)

@@ -36,8 +36,9 @@ def fingerprint(probe: Any, scheme: str = "sg2") -> str:
 
     ``scheme``: ``"sg2"`` (the default) reads the Hugging Face model's parameters
     (``probe.backend.parameters()``: the same before and after a deferred bridge
-    boots, and no boot needed); ``"sg1"``, what snapshots written before deferred
-    booting hold, reads the bridge's parameters (and boots it).
+    boots, and no boot needed) and skips tensors whose samples are all zero;
+    ``"sg1"``, what snapshots written before deferred booting hold, reads the
+    bridge's parameters (and boots it).
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r}: one of {', '.join(SCHEMES)}")
@@ -48,8 +49,8 @@ def fingerprint(probe: Any, scheme: str = "sg2") -> str:
     h = hashlib.sha256()
     with torch.no_grad():
         for p in params:
-            h.update(repr(tuple(p.shape)).encode())
             if p.is_meta or p.numel() == 0:
+                h.update(repr(tuple(p.shape)).encode())
                 continue
             flat = p.detach().reshape(-1)
             n, m = flat.numel(), min(SAMPLES, flat.numel())
@@ -57,6 +58,9 @@ def fingerprint(probe: Any, scheme: str = "sg2") -> str:
             idx = torch.arange(m, device=flat.device) * (n - 1) // max(m - 1, 1)
             s = flat[idx].float()
             signs = (s > 1e-6).to(torch.int8) - (s < -1e-6).to(torch.int8)
+            if scheme == "sg2" and not bool(signs.any()):
+                continue  # zeros say nothing (and the bridge adds a zero bias to GPT-2's head)
+            h.update(repr(tuple(p.shape)).encode())
             h.update(bytes((signs + 1).cpu().tolist()))
     value = f"{scheme}:" + h.hexdigest()[:16]
     _FINGERPRINTS.setdefault(probe, {})[scheme] = value

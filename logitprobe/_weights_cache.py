@@ -72,37 +72,43 @@ def _signature(path: Path) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _signatures(present: dict[str, Path]) -> dict[str, list[int]]:
-    return {name: _signature(path) for name, path in sorted(present.items())}
+def _stamp(directory: Path, present: dict[str, Path]) -> dict:
+    """The stat signatures of the checksum file and of every file of the copy."""
+    return {"checksums": _signature(directory / CHECKSUMS),
+            "files": {name: _signature(path) for name, path in sorted(present.items())}}
 
 
-def _unchanged_since_verified(directory: Path, present: dict[str, Path]) -> bool:
-    if os.environ.get("LOGITPROBE_VERIFY_CACHE", "").strip().lower() == "always":
-        return False
+def _trust_stat() -> bool:
+    # Windows' st_ctime is the creation time, which a write does not move: always hash there.
+    return (os.name != "nt"
+            and os.environ.get("LOGITPROBE_VERIFY_CACHE", "").strip().lower() != "always")
+
+
+def _unchanged_since_verified(directory: Path, stamp: dict) -> bool:
     try:
-        recorded = json.loads(_verified_path(directory).read_text("utf-8"))
-        return recorded == {"checksums": _signature(directory / CHECKSUMS),
-                            "files": _signatures(present)}
+        return json.loads(_verified_path(directory).read_text("utf-8")) == stamp
     except (OSError, ValueError):
         return False
 
 
-def _record_verified(directory: Path, present: dict[str, Path]) -> None:
-    """Note the files' stat signatures after they matched (best effort: a read-only cache
-    is simply hashed on every load).
+def _record_verified(directory: Path, present: dict[str, Path], stamp: dict) -> None:
+    """Note ``stamp``, taken before the files were hashed and matched, as verified (best
+    effort: a read-only cache is simply hashed on every load).
 
-    Not while a file changed within the last ``_RACY_NS``: file times come from a coarse
+    Only when no file changed while it was hashed (the stamp is the same after), and not
+    while a file changed within the last ``_RACY_NS``: file times come from a coarse
     clock, so a write in the same tick as the one recorded would keep every time the
-    same (git's "racily clean" entries); such a copy is hashed again next time.
+    same (git's "racily clean" entries). Such a copy is hashed again next time.
     """
     try:
-        record = {"checksums": _signature(directory / CHECKSUMS), "files": _signatures(present)}
-        newest = max(sig[4] for sig in [record["checksums"], *record["files"].values()])
+        if _stamp(directory, present) != stamp:
+            return
+        newest = max(sig[4] for sig in [stamp["checksums"], *stamp["files"].values()])
         if time.time_ns() - newest < _RACY_NS:
             return
         target = _verified_path(directory)
         tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}"
-        tmp.write_text(json.dumps(record), "utf-8")
+        tmp.write_text(json.dumps(stamp), "utf-8")
         os.replace(tmp, target)
     except OSError:
         pass
@@ -149,7 +155,12 @@ def problem(directory: Path) -> str | None:
         actual = present[name].stat().st_size if present[name].is_file() else -1
         if actual != size:
             return f"{name} is {actual} bytes, expected {size}"
-    if _unchanged_since_verified(directory, present):
+    trust = _trust_stat()
+    try:
+        stamp = _stamp(directory, present) if trust else None
+    except OSError:
+        stamp = None
+    if stamp is not None and _unchanged_since_verified(directory, stamp):
         return None
     for name, (_, digest) in expected.items():
         try:
@@ -157,7 +168,8 @@ def problem(directory: Path) -> str | None:
                 return f"{name} does not match its checksum"
         except OSError as exc:
             return f"{name} cannot be read ({type(exc).__name__})"
-    _record_verified(directory, present)
+    if stamp is not None:
+        _record_verified(directory, present, stamp)
     return None
 
 

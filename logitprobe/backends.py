@@ -20,7 +20,8 @@ from .errors import InvalidArgument, LogitProbeError
 from .engine import model_lock, share_lock
 from .engine import position_ids as _position_ids
 from .prefix import PrefixState, run_prefix, run_suffixes
-from .twin import HooksWatch, NoTwin, TwinCache, WeightsWatch, same_weights, shared_copy
+from .twin import (HooksWatch, NoTwin, TwinCache, WeightsWatch, plain_parameters, same_weights,
+                   shared_copy)
 
 __all__ = ["BridgeBackend", "HookedTransformerBackend", "backend_for", "own_hooks"]
 
@@ -93,6 +94,7 @@ class BridgeBackend(_Watched):
         # deepcopy(probe), which keeps a copy unbooted.
         self.boot_plan: Boot | None = None if deferred is None else deferred.boot
         self._aliases: dict[tuple, tuple] = {}  # bridge weights key at boot -> plain key before
+        self.boot_keys: tuple | None = None  # (key before, key after) a deferred boot
         self.use_twin = True
         self._twins: Any = None
         self._set_cfg(bridge.cfg if bridge is not None else deferred.cfg)
@@ -124,17 +126,17 @@ class BridgeBackend(_Watched):
         return self._bridge if self._bridge is not None else self._plain
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
-        """The Hugging Face model's parameters, the same before and after the boot.
+        """The Hugging Face model's parameters, in its order, before and after the boot.
 
-        The twin's when there is one (a bridge may hold extra copies, e.g. GPT-2's q/k/v),
-        else the bridge's.
+        After it, those the bridge's components wrap (not the copies a bridge may keep,
+        e.g. GPT-2's q/k/v); no twin needed.
         """
         if self._bridge is None:
             return self._plain.parameters()
-        twin = self.twin() if self.use_twin else None
-        return (twin if twin is not None else self._bridge).parameters()
+        return plain_parameters(self._bridge)
 
     def _boot_now(self) -> None:
+        """Boot the bridge (the caller holds the lock); publish it only once it is complete."""
         plain, before = self._plain, self._weights_watch.key()
         try:
             tree = shared_copy(plain)
@@ -145,16 +147,24 @@ class BridgeBackend(_Watched):
         bridge = self.boot_plan(tree)
         _check_same_shape(self.cfg, bridge.cfg)
         share_lock(plain, bridge)
-        self._bridge, self._plain, self.boot_plan = bridge, None, None
-        self.cfg = bridge.cfg
-        self._hooks_watch, self._weights_watch = HooksWatch(bridge), WeightsWatch(bridge)
-        self._twins = TwinCache(bridge)
-        twin = self._twins.get()
-        # The twin is the plain model's module tree again: the same tensors, unedited,
-        # mean that booting changed nothing a cached result depends on.
-        if (twin is not None and WeightsWatch(plain).key()[:3] == before[:3]
-                and same_weights(plain, twin)):
-            self._aliases = {self._weights_watch.key(): before}
+        hooks_watch, weights_watch, twins = HooksWatch(bridge), WeightsWatch(bridge), TwinCache(bridge)
+        after = weights_watch.key()
+        aliases = {}
+        # The twin is the plain model's module tree again: the same tensors, unedited, mean
+        # that booting changed nothing a cached result depends on. Not checked under a
+        # foreign (global) hook: the check forward would run it; the twin is built later.
+        if not hooks_watch():
+            twin = twins.get()
+            if (twin is not None and WeightsWatch(plain).key()[:3] == before[:3]
+                    and same_weights(plain, twin)):
+                aliases = {after: before}
+        self.boot_keys = (before, after)  # the weights keys just before and just after the boot
+        self.cfg, self._aliases, self._twins = bridge.cfg, aliases, twins
+        self._hooks_watch, self._weights_watch = hooks_watch, weights_watch
+        self._bridge = bridge  # last: other threads read it without the lock
+        # The plain model stays (readers that saw no bridge yet may still use it); booting
+        # again is impossible.
+        self.boot_plan = None
 
     def weights_key(self) -> tuple:
         key = super().weights_key()
@@ -251,6 +261,7 @@ class HookedTransformerBackend(_Watched):
         self._watch(model)
 
     booted = True
+    boot_keys = None  # never booted late
     original = None  # no Hugging Face model inside
 
     @property

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import collections
 import operator
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from torch.utils.hooks import RemovableHandle
 
-__all__ = ["HooksWatch", "NoTwin", "TwinCache", "WeightsWatch", "hooks_attached", "plain_twin",
-           "same_weights", "shared_copy"]
+__all__ = ["HooksWatch", "NoTwin", "TwinCache", "WeightsWatch", "hooks_attached", "plain_parameters",
+           "plain_twin", "same_weights", "shared_copy"]
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
                "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
@@ -80,6 +80,35 @@ def _unwrap(module: torch.nn.Module, component: type, memo: dict[int, torch.nn.M
 
 class _Nothing:
     """No module is one: :func:`_unwrap` with it copies a plain tree and unwraps nothing."""
+
+
+def plain_parameters(bridge: Any) -> Iterator[torch.nn.Parameter]:
+    """The parameters of the Hugging Face model inside ``bridge``, in ``parameters()`` order.
+
+    Walks ``bridge.original_model`` as :func:`plain_twin` would unwrap it, without
+    building or checking anything (each tensor once).
+    """
+    component = _component_class()
+    seen_modules: set[int] = set()
+    seen: set[int] = set()
+
+    def walk(module: Any) -> Iterator[torch.nn.Parameter]:
+        while component is not None and isinstance(module, component):
+            module = module._modules.get("_original_component")
+            if module is None:
+                return
+        if id(module) in seen_modules:
+            return
+        seen_modules.add(id(module))
+        for p in module._parameters.values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                yield p
+        for child in module._modules.values():
+            if child is not None:
+                yield from walk(child)
+
+    return walk(bridge.original_model)
 
 
 def shared_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -248,3 +248,33 @@ def test_a_config_without_the_usual_fields_is_booted_at_once(tiny_gpt2_dir, monk
     assert probe.backend.booted  # TransformerLens reads such a config itself
     torch.testing.assert_close(probe.next_token(PROMPTS[0]).logits,
                                hf_logits(tiny_gpt2_dir, PROMPTS[0]), **ATOL)
+
+
+def test_the_weights_fingerprint_is_the_same_before_and_after_the_boot(model_dir):
+    from logitprobe._provenance import fingerprint
+
+    lazy, eager = fresh(model_dir), fresh(model_dir)
+    eager.model
+    eager.backend.use_twin = False  # no twin: the fingerprint must not depend on it
+    want = fingerprint(lazy)
+    lazy.model
+    again = fresh(model_dir)
+    again.model
+    assert fingerprint(eager) == want == fingerprint(again)
+
+
+def test_the_test_guard_sees_no_weight_change_in_a_boot_without_a_twin_check(tiny_gpt2_dir):
+    from logitprobe._guard import Snapshot
+
+    probe = fresh(tiny_gpt2_dir)
+    snapshot = Snapshot(probe)
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, a, out: None)
+    try:
+        probe.next_token(PROMPTS[0])  # a global hook: boots, and checks no twin under it
+    finally:
+        handle.remove()
+    assert probe.backend.booted
+    assert not snapshot.weights_changed()
+    with torch.no_grad():
+        next(probe.backend.parameters()).mul_(2.0)
+    assert snapshot.weights_changed()

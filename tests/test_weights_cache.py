@@ -297,3 +297,32 @@ def test_a_copy_written_just_now_is_hashed_on_every_check(tmp_path, monkeypatch)
     _overwrite(directory / "model.safetensors", 0, b"x")  # at once: maybe the same clock tick
     assert _weights_cache.problem(directory) == "model.safetensors does not match its checksum"
     assert len(hashed) == 2 and not (tmp_path / "copy.verified.json").exists()
+
+
+def test_a_file_changed_while_another_is_hashed_is_not_recorded(tmp_path, monkeypatch):
+    # config.json matched, then was rewritten while the (slow) weights were being hashed:
+    # the stamp taken before hashing no longer holds, so nothing is recorded as verified.
+    import time
+
+    monkeypatch.delenv("LOGITPROBE_VERIFY_CACHE", raising=False)
+    monkeypatch.setattr(_weights_cache, "_RACY_NS", 50_000_000)
+    directory = tmp_path / "copy"
+    directory.mkdir()
+    (directory / "config.json").write_text('{"n_layer": 2}')
+    (directory / "model.safetensors").write_bytes(b"w" * 4096)
+    _weights_cache.write_checksums(directory)
+    time.sleep(0.2)
+    real = _weights_cache._sha256
+
+    def slow_hash(path):
+        digest = real(path)
+        if path.name == "model.safetensors":  # hashed after config.json (sorted names)
+            time.sleep(0.05)
+            (directory / "config.json").write_text('{"n_layer": 1}')  # same size
+        return digest
+
+    monkeypatch.setattr(_weights_cache, "_sha256", slow_hash)
+    assert _weights_cache.problem(directory) is None  # it matched when it was hashed
+    monkeypatch.setattr(_weights_cache, "_sha256", real)
+    assert not (tmp_path / "copy.verified.json").exists()
+    assert _weights_cache.problem(directory) == "config.json does not match its checksum"
