@@ -216,6 +216,9 @@ def run_suite(probe: Any, suite: Suite | str | os.PathLike, *, timeout: float = 
     gathered = [None] * w.size if w.rank == 0 else None
     try:
         dist.gather_object((outcome, crash), gathered, dst=0)
+        # Every rank's send consumed before any rank goes on: a rank that raises next and
+        # leaves with a send still pending is aborted by gloo at exit (SIGABRT, not its code).
+        dist.barrier()
     except Exception as exc:  # noqa: BLE001 - DistBackendError, RuntimeError: re-raised with context
         # Leave the broken group now: left to interpreter exit, gloo's pending send aborts
         # the process ("terminate called without an active exception").
@@ -227,10 +230,12 @@ def run_suite(probe: Any, suite: Suite | str | os.PathLike, *, timeout: float = 
             f"({_cut(first, 200)}); look for that rank's error above") from exc
     if w.rank != 0:
         if crash is not None:
+            _finish()  # leave the group now, not in the interpreter's teardown
             raise DistributedError(_crash_message(crash))
         return None
     crashes = [c for _, c in gathered if c is not None]
     if crashes:
+        _finish()
         raise DistributedError(_crash_message(crashes[0], len(crashes)))
     merged: dict[int, Exception | None] = {}
     for part, _ in gathered:
