@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import logitprobe
-from common import Context, Result, Timing, interleaved, measure, ratio
+from common import Context, Result, Timing, interleaved, measure, ratio, run_pytest
 from subjects import gpt2_dir, prompts
 
 TOKENS = [" the", " a", " and", " is", " coffee", " Paris"]
@@ -89,13 +89,7 @@ def run(ctx: Context) -> None:
         probe.engine.logits(ids, 1)
 
     def under_pytest():
-        import pytest
-
-        code = pytest.main([str(path), f"--logitprobe-model={directory}",
-                            f"--logitprobe-device={ctx.device}", "-q", "-p", "no:cacheprovider",
-                            "-p", "no:unraisableexception", "-p", "no:hypothesispytest",
-                            "-p", "no:xdist", "--rootdir", str(work)])
-        assert code == 0, f"pytest exit code {code}"
+        run_pytest(path, directory, ctx.device, work)
 
     part = measure(naive, repeats=max(1, ctx.repeats // 2))
     scale = n / len(sample)

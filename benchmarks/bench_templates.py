@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import logitprobe
-from common import Context, Result, interleaved, ratio
+from common import Context, Result, interleaved, ratio, run_pytest
 from subjects import gpt2_dir
 
 NAMES = ["Mary", "John", "Anna", "Tom", "Lisa", "Mark", "Sara", "Paul", "Emma", "Jack"]
@@ -86,13 +86,7 @@ def run(ctx: Context) -> None:
         probe.engine.logits(ids, 1)
 
     def python_tests():
-        import pytest
-
-        code = pytest.main([str(py_path), f"--logitprobe-model={directory}",
-                            f"--logitprobe-device={ctx.device}", "-q", "-p", "no:cacheprovider",
-                            "-p", "no:unraisableexception", "-p", "no:hypothesispytest",
-                            "-p", "no:xdist", "--rootdir", str(work)])
-        assert code == 0, f"pytest exit code {code}"
+        run_pytest(py_path, directory, ctx.device, work)
 
     probe.clear_cache()
     mark = probe.stats.snapshot()

@@ -209,3 +209,14 @@ def hf_batches(probe: Any, seqs: list[list[int]], device: str) -> list[tuple]:
         batch = left_pad([r.ids for r in group], probe.engine.pad_id)
         out.append((batch.tokens.to(device), batch.mask.to(device)))
     return out
+
+
+def run_pytest(path: Any, directory: Any, device: str, rootdir: Any) -> None:
+    """Run pytest in this process on ``path`` with logitprobe's plugin; assert it passed."""
+    import pytest  # only the benchmarks that time pytest need it
+
+    code = pytest.main([str(path), f"--logitprobe-model={directory}",
+                        f"--logitprobe-device={device}", "-q", "-p", "no:cacheprovider",
+                        "-p", "no:unraisableexception", "-p", "no:hypothesispytest",
+                        "-p", "no:xdist", "--rootdir", str(rootdir)])
+    assert code == 0, f"pytest exit code {code}"

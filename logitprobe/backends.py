@@ -17,8 +17,8 @@ import torch
 from ._boot import Boot, Deferred
 from ._text import short
 from .errors import InvalidArgument, LogitProbeError
-from .engine import model_lock, share_lock
-from .engine import position_ids as _position_ids
+from .batching import model_lock, share_lock
+from .batching import position_ids as _position_ids
 from .prefix import PrefixState, run_prefix, run_suffixes
 from .twin import (HooksWatch, NoTwin, TwinCache, WeightsWatch, plain_parameters, same_weights,
                    shared_copy)
@@ -142,12 +142,13 @@ class BridgeBackend(_Watched):
             tree = shared_copy(plain)
         except NoTwin as exc:
             raise LogitProbeError(
-                f"cannot boot the TransformerBridge: the plain model of {short(self.cfg.model_name)} "
-                f"carries something booting would drop ({exc}); remove it first") from None
+                "cannot boot the TransformerBridge: the plain model of "
+                f"{short(self.cfg.model_name)} carries something booting would drop ({exc}); remove it first") from None
         bridge = self.boot_plan(tree)
         _check_same_shape(self.cfg, bridge.cfg)
         share_lock(plain, bridge)
-        hooks_watch, weights_watch, twins = HooksWatch(bridge), WeightsWatch(bridge), TwinCache(bridge)
+        hooks_watch, weights_watch = HooksWatch(bridge), WeightsWatch(bridge)
+        twins = TwinCache(bridge)
         after = weights_watch.key()
         aliases = {}
         # The twin is the plain model's module tree again: the same tensors, unedited, mean
@@ -177,7 +178,7 @@ class BridgeBackend(_Watched):
 
     @property
     def original(self) -> torch.nn.Module:
-        """The Hugging Face model object (inside the bridge once booted): config, generation config."""
+        """The Hugging Face model object (inside the bridge once booted): its configs."""
         return self._plain if self._bridge is None else self._bridge.original_model
 
     def rebuild_twin(self) -> None:
@@ -290,8 +291,8 @@ def _check_same_shape(plain: Any, booted: Any) -> None:
         want, got = getattr(plain, field), getattr(booted, field, None)
         if got != want:
             raise LogitProbeError(
-                f"booting TransformerLens on {short(plain.model_name)} gave {field}={got!r}, but the "
-                f"Hugging Face config says {want!r}; load it with a booted bridge instead: "
+                f"booting TransformerLens on {short(plain.model_name)} gave {field}={got!r}, "
+                f"but the Hugging Face config says {want!r}; load it with a booted bridge instead: "
                 "logitprobe.Probe(TransformerBridge.boot_transformers(...), tokenizer)")
 
 

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import torch
 
 from .backends import own_hooks
-from .engine import BatchLayout, Stats, left_pad, position_ids
+from .batching import BatchLayout, Stats, left_pad, position_ids
 
 __all__ = ["Decoder", "cache_kwarg_fix"]
 

@@ -32,7 +32,7 @@ from ._finite import find_nonfinite
 from ._validate import position as _position
 from ._validate import prompt_list as _prompt_list
 from .backends import own_hooks
-from .engine import left_pad
+from .batching import left_pad
 from .errors import InvalidArgument, LogitProbeError
 from .lens_results import Attribution, LensResult
 from .tokens import check_k
