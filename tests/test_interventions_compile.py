@@ -17,7 +17,8 @@ import torch
 from logitprobe.errors import LogitProbeError
 from logitprobe.interventions import (AddLogit, BanTokens, Match, MeanAblate, Patch, Scale,
                                       ScaleLogit, SetLogit, Spec, Steer, ZeroAblate)
-from logitprobe.interventions.compile import _PLANS, ActivationPlan, compile_specs
+from logitprobe.interventions.compile import ActivationPlan, compile_specs
+from logitprobe.interventions.plans import _PLANS
 from logitprobe.interventions.specs import SPEC_TYPES
 
 PROMPT = "The quick brown fox jumps over the lazy dog"
